@@ -1,0 +1,111 @@
+//! `--check`: a readable report on the configuration, the Envoy (reachability, firmware,
+//! certificate, token, meters, a sample of readings), and the broker.
+//!
+//! Returns whether everything needed works; `main` turns that into exit code 0 or 1.
+
+use std::fmt::Write as _;
+
+use crate::config::{Config, Sources, hex};
+use crate::envoy::Envoy;
+use crate::error::Result;
+use crate::reading;
+use crate::token::{self, Source};
+
+/// Prints the report on stdout; `Ok(true)` when the Envoy answered with readings.
+pub fn run(config: &Config, sources: &Sources) -> Result<bool> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "envoy2mqtt {} --check\n\nconfiguration: valid",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (name, value) in config.describe() {
+        let _ = writeln!(out, "  {name:<26} {value}  ({})", sources.origin(name));
+    }
+    let ok = match envoy_report(config, &mut out) {
+        Ok(()) => true,
+        Err(e) => {
+            let _ = writeln!(out, "  FAILED: {e}");
+            false
+        }
+    };
+    let _ = writeln!(
+        out,
+        "\nbroker: not checked (this version publishes with --dry-run only)"
+    );
+    let _ = writeln!(out, "\nresult: {}", if ok { "ok" } else { "FAILED" });
+    print!("{out}");
+    Ok(ok)
+}
+
+fn envoy_report(config: &Config, out: &mut String) -> Result<()> {
+    let _ = writeln!(out, "\nenvoy: {}", config.envoy.url);
+    let mut envoy = Envoy::connect(config)?;
+    let info = envoy.info.clone();
+    let _ = writeln!(out, "  reachable: yes");
+    let _ = writeln!(out, "  serial:    {}", envoy.serial);
+    let _ = writeln!(
+        out,
+        "  firmware:  {} ({}, part {})",
+        info.firmware,
+        info.model(),
+        info.part_number
+    );
+    if let Some(fp) = envoy.certificate() {
+        let _ = writeln!(
+            out,
+            "  certificate SHA-256: {} (ENVOY_TLS_VERIFY={:?})",
+            hex(&fp),
+            config.envoy.tls_verify
+        );
+    }
+    let meters = envoy.meters()?;
+    match envoy.token() {
+        None => {
+            let _ = writeln!(out, "  token: none needed (firmware before 7)");
+        }
+        Some(t) => {
+            let from = match t.source {
+                Source::Setting => "ENVOY_TOKEN",
+                Source::Cache => "the cache in STATE_DIR",
+                Source::Cloud => "the Enphase cloud, just now",
+            };
+            let days = (t.claims.exp - token::now()) / 86_400;
+            let _ = writeln!(
+                out,
+                "  token: from {from}; {} {}; expires {} (in {days} days)",
+                if t.claims.enphase_user.is_empty() {
+                    "user"
+                } else {
+                    &t.claims.enphase_user
+                },
+                t.claims.username,
+                token::date(t.claims.exp)
+            );
+        }
+    }
+    let _ = writeln!(out, "  meters:");
+    if meters.is_empty() {
+        let _ = writeln!(
+            out,
+            "    none: not metered; production from the microinverters, consumption not measured"
+        );
+    }
+    for m in &meters {
+        let _ = writeln!(
+            out,
+            "    {:<18} eid {}: {}, {} phase{}",
+            m.kind,
+            m.eid,
+            if m.enabled { "enabled" } else { "disabled" },
+            m.phases,
+            if m.phases > 1 { "s" } else { "" }
+        );
+    }
+    let fields = reading::data_fields(&envoy.data()?);
+    let _ = writeln!(out, "  readings: {} fields", fields.len());
+    for f in fields.iter().filter(|f| f.name.ends_with("_wNow")) {
+        let _ = writeln!(out, "    {:<22} {} W", f.name, crate::json::number(f.value));
+    }
+    Ok(())
+}

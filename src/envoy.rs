@@ -1,0 +1,396 @@
+//! The Envoy client (PRODUCT.md §6): one ureq agent keeping one keep-alive HTTPS connection,
+//! the certificate checked by fingerprint, the token turned into a `sessionId` cookie once
+//! by `/auth/check_jwt` and the cookie reused; on 401 the token is checked again before the
+//! cloud is asked (rate-limited). Redirects are not followed; timeouts are short.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::certificate::{self, Verifier};
+use crate::config::{Config, EnvoyConfig, TlsVerify};
+use crate::connector::EnvoyTls;
+use crate::error::{Error, Result};
+use crate::info::{self, Info};
+use crate::json;
+use crate::reading::{self, Meter, Snapshot};
+use crate::token::{self, Keeper, Token};
+
+/// How long the meter list is trusted before it is read again.
+const METERS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// The largest answer read from the Envoy.
+const MAX_BODY: u64 = 4 * 1024 * 1024;
+
+/// One answer, as received.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// How requests are authenticated.
+enum Session {
+    /// Firmware before 7: no token.
+    Open,
+    /// Token known, not yet exchanged for a cookie.
+    Token(Token),
+    /// `sessionId` cookie from `/auth/check_jwt` (the token kept for renewal).
+    Cookie(Token, String),
+    /// Token known but the Envoy gave no cookie: bearer on every request.
+    Bearer(Token),
+}
+
+/// A connection to one Envoy.
+pub struct Envoy {
+    agent: ureq::Agent,
+    url: String,
+    verifier: Arc<Verifier>,
+    cfg: EnvoyConfig,
+    state_dir: PathBuf,
+    known_cert: Option<[u8; 32]>,
+    pub info: Info,
+    pub serial: String,
+    keeper: Keeper,
+    session: Option<Session>,
+    meters: Option<(Vec<Meter>, Instant)>,
+    unlisted: BTreeSet<u64>,
+    told_unmetered: bool,
+}
+
+fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
+    let hint = match &e {
+        ureq::Error::Timeout(_) => {
+            "the Envoy is slow or busy (it restarts around 23:00 every night)"
+        }
+        ureq::Error::HostNotFound => "check ENVOY_HOST (try its IP address)",
+        ureq::Error::ConnectionFailed | ureq::Error::Io(_) => {
+            "check that the Envoy is on and ENVOY_HOST is right"
+        }
+        _ => "check ENVOY_HOST",
+    };
+    Error::Envoy(format!("GET {url}{path} failed: {e}; {hint}"))
+}
+
+impl Envoy {
+    /// Builds the agent and reads `/info`.
+    pub fn connect(config: &Config) -> Result<Envoy> {
+        let cfg = &config.envoy;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let remembered = certificate::remembered(&config.state_dir);
+        let pinned = cfg.cert_sha256.or(remembered);
+        let verifier = Arc::new(Verifier::new(cfg.tls_verify, pinned, provider.clone()));
+        let agent_config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_idle_connections(1)
+            .max_idle_connections_per_host(1)
+            .max_idle_age(Duration::from_secs(120))
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_send_request(Some(Duration::from_secs(5)))
+            .timeout_recv_response(Some(Duration::from_secs(10)))
+            .timeout_recv_body(Some(Duration::from_secs(10)))
+            .user_agent(concat!("envoy2mqtt/", env!("CARGO_PKG_VERSION")))
+            .build();
+        use ureq::unversioned::resolver::DefaultResolver;
+        use ureq::unversioned::transport::{Connector, TcpConnector};
+        let connector =
+            ().chain(TcpConnector::default())
+                .chain(EnvoyTls::new(verifier.clone(), provider));
+        let agent = ureq::Agent::with_parts(agent_config, connector, DefaultResolver::default());
+
+        let mut envoy = Envoy {
+            agent,
+            url: cfg.url.clone(),
+            verifier,
+            cfg: cfg.clone(),
+            state_dir: config.state_dir.clone(),
+            known_cert: remembered,
+            info: Info {
+                serial: String::new(),
+                firmware: String::new(),
+                part_number: String::new(),
+                metered: false,
+                web_tokens: false,
+            },
+            serial: String::new(),
+            keeper: Keeper::new(cfg, &config.state_dir, ""),
+            session: None,
+            meters: None,
+            unlisted: BTreeSet::new(),
+            told_unmetered: false,
+        };
+        let reply = envoy.request("/info", None)?;
+        if reply.status != 200 {
+            return Err(Error::Envoy(format!(
+                "GET {}/info answered HTTP {}; check that ENVOY_HOST is an Envoy",
+                envoy.url, reply.status
+            )));
+        }
+        envoy.info = info::parse(&reply.body)
+            .map_err(|e| Error::Envoy(format!("{e}; check that ENVOY_HOST is an Envoy")))?;
+        envoy.serial = match &cfg.serial {
+            Some(sn) if *sn != envoy.info.serial => {
+                log::warn!(
+                    "ENVOY_SERIAL is {sn} but the Envoy says {}; using ENVOY_SERIAL",
+                    envoy.info.serial
+                );
+                sn.clone()
+            }
+            _ => envoy.info.serial.clone(),
+        };
+        envoy.keeper = Keeper::new(cfg, &config.state_dir, &envoy.serial);
+        log::info!(
+            "Envoy {} at {}: firmware {}, {}",
+            envoy.serial,
+            envoy.url,
+            envoy.info.firmware,
+            envoy.info.model()
+        );
+        Ok(envoy)
+    }
+
+    /// One request with the given `Authorization` / `Cookie` header, no retry.
+    pub fn request(&mut self, path: &str, auth: Option<(&str, String)>) -> Result<Reply> {
+        let url = format!("{}{path}", self.url);
+        let mut req = self.agent.get(&url).header("Accept", "application/json");
+        if let Some((name, value)) = auth {
+            req = req.header(name, value);
+        }
+        let result = req.call();
+        let seen = self.verifier.seen();
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if let (TlsVerify::Pin, Some(pinned)) =
+                    (self.cfg.tls_verify, self.verifier.pinned())
+                {
+                    if matches!(e, ureq::Error::Rustls(_) | ureq::Error::Io(_))
+                        && seen != Some(pinned)
+                    {
+                        return Err(certificate::refused(&self.state_dir, pinned, seen));
+                    }
+                }
+                return Err(transport_error(&self.url, path, e));
+            }
+        };
+        if let Some(seen) = seen.filter(|s| Some(*s) != self.known_cert) {
+            certificate::remember(&self.state_dir, self.cfg.tls_verify, seen)?;
+            self.known_cert = Some(seen);
+        }
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = response
+            .into_body()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .map_err(|e| transport_error(&self.url, path, e))?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn needs_token(&self) -> bool {
+        self.info.web_tokens || self.info.major() >= 7
+    }
+
+    /// The token in use, if any (for reports).
+    pub fn token(&self) -> Option<&Token> {
+        match self.session.as_ref()? {
+            Session::Open => None,
+            Session::Token(t) | Session::Cookie(t, _) | Session::Bearer(t) => Some(t),
+        }
+    }
+
+    /// Makes sure requests can be authenticated: token, then `sessionId` cookie.
+    fn open_session(&mut self) -> Result<()> {
+        let token = match self.session.take() {
+            Some(Session::Token(t)) => t,
+            Some(s) => {
+                self.session = Some(s);
+                return Ok(());
+            }
+            None if !self.needs_token() => {
+                self.session = Some(Session::Open);
+                return Ok(());
+            }
+            None => self.keeper.current()?,
+        };
+        let token = if token.claims.exp <= token::now() {
+            self.keeper.renew(&token)?
+        } else {
+            token
+        };
+        let mut reply = self.check(&token)?;
+        let mut token = token;
+        if reply.status == 401 {
+            log::warn!(
+                "the Envoy refused the token (valid until {}); asking for a new one",
+                token::date(token.claims.exp)
+            );
+            token = self.keeper.renew(&token)?;
+            reply = self.check(&token)?;
+        }
+        if reply.status != 200 {
+            self.session = Some(Session::Token(token));
+            return Err(Error::Token(format!(
+                "the Envoy answered HTTP {} to /auth/check_jwt; check that the token was made for serial {}",
+                reply.status, self.serial
+            )));
+        }
+        let cookie = reply
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .find_map(|(_, v)| {
+                v.split(';')
+                    .next()?
+                    .trim()
+                    .strip_prefix("sessionId=")
+                    .map(str::to_string)
+            });
+        self.session = Some(match cookie {
+            Some(c) => Session::Cookie(token, c),
+            None => Session::Bearer(token),
+        });
+        Ok(())
+    }
+
+    fn check(&mut self, token: &Token) -> Result<Reply> {
+        self.request(
+            "/auth/check_jwt",
+            Some(("Authorization", format!("Bearer {}", token.jwt.expose()))),
+        )
+    }
+
+    fn auth_header(&self) -> Option<(&'static str, String)> {
+        match self.session.as_ref()? {
+            Session::Open | Session::Token(_) => None,
+            Session::Cookie(_, c) => Some(("Cookie", format!("sessionId={c}"))),
+            Session::Bearer(t) => Some(("Authorization", format!("Bearer {}", t.jwt.expose()))),
+        }
+    }
+
+    /// An authenticated GET. On 401 the session is opened again once (token checked
+    /// locally, then by the Envoy, then renewed from the cloud if allowed).
+    pub fn get(&mut self, path: &str) -> Result<Reply> {
+        self.open_session()?;
+        let auth = self.auth_header();
+        let reply = self.request(path, auth)?;
+        if reply.status != 401 {
+            return Ok(reply);
+        }
+        log::warn!("the Envoy answered 401 to {path}: opening a new session");
+        self.session = match self.session.take() {
+            Some(Session::Cookie(t, _) | Session::Bearer(t) | Session::Token(t)) => {
+                Some(Session::Token(t))
+            }
+            other => other,
+        };
+        self.open_session()?;
+        let auth = self.auth_header();
+        let reply = self.request(path, auth)?;
+        if reply.status == 401 {
+            self.session = None;
+            return Err(Error::Token(format!(
+                "the Envoy still answers 401 to {path} with a fresh session; check the token's serial ({})",
+                self.serial
+            )));
+        }
+        Ok(reply)
+    }
+
+    /// The body of a 200 answer to `path`; `None` for 404 (endpoint absent on this firmware).
+    fn body(&mut self, path: &str) -> Result<Option<String>> {
+        let reply = self.get(path)?;
+        match reply.status {
+            200 => Ok(Some(reply.body)),
+            404 => Ok(None),
+            s => Err(Error::Envoy(format!(
+                "GET {}{path} answered HTTP {s}; the Envoy may be busy or restarting, retrying later",
+                self.url
+            ))),
+        }
+    }
+
+    /// The meter list, read again hourly or after an unknown eid.
+    pub fn meters(&mut self) -> Result<Vec<Meter>> {
+        if let Some((m, at)) = &self.meters {
+            if at.elapsed() < METERS_MAX_AGE {
+                return Ok(m.clone());
+            }
+        }
+        let meters = match self.body("/ivp/meters")? {
+            None => Vec::new(),
+            Some(body) => json::meters(&body).map_err(Error::Envoy)?,
+        };
+        if !meters.iter().any(|m| m.enabled) && !self.told_unmetered {
+            log::info!(
+                "this Envoy has no enabled CT: consumption is not measured, production comes from the microinverters"
+            );
+            self.told_unmetered = true;
+        }
+        self.meters = Some((meters.clone(), Instant::now()));
+        Ok(meters)
+    }
+
+    fn readings(&mut self, meters: &[Meter]) -> Result<Vec<reading::MeterReading>> {
+        if !meters.iter().any(|m| m.enabled) {
+            return Ok(Vec::new());
+        }
+        match self.body("/ivp/meters/readings")? {
+            None => Ok(Vec::new()),
+            Some(body) => json::readings(&body).map_err(Error::Envoy),
+        }
+    }
+
+    fn note_unknown(&mut self, snap: &Snapshot) {
+        let new: Vec<u64> = snap
+            .unknown_eids
+            .iter()
+            .copied()
+            .filter(|e| !self.unlisted.contains(e))
+            .collect();
+        if !new.is_empty() {
+            log::info!(
+                "readings name meters {new:?} that /ivp/meters did not list: reading the meter list again"
+            );
+            self.unlisted.extend(new);
+            self.meters = None;
+        }
+    }
+
+    /// The full poll: meters, readings and the inverters' production.
+    pub fn data(&mut self) -> Result<Snapshot> {
+        let meters = self.meters()?;
+        let readings = self.readings(&meters)?;
+        let inverters = match self.body("/api/v1/production")? {
+            None => None,
+            Some(body) => Some(json::production(&body).map_err(Error::Envoy)?),
+        };
+        let snap = reading::snapshot(&meters, &readings, inverters);
+        self.note_unknown(&snap);
+        Ok(snap)
+    }
+
+    /// The fast poll: one readings request (none on an Envoy without CTs).
+    pub fn raw(&mut self) -> Result<Snapshot> {
+        let meters = self.meters()?;
+        let readings = self.readings(&meters)?;
+        let snap = reading::snapshot(&meters, &readings, None);
+        self.note_unknown(&snap);
+        Ok(snap)
+    }
+
+    /// The fingerprint of the certificate the Envoy presented, for reports.
+    pub fn certificate(&self) -> Option<[u8; 32]> {
+        self.verifier.seen()
+    }
+}

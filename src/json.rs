@@ -1,0 +1,241 @@
+//! All JSON handling: the Envoy's and the Enphase cloud's answers in, payloads out.
+//!
+//! The rest of the program sees plain structs ([`reading`](crate::reading)) and strings, so
+//! the JSON library can be swapped for a smaller one in one place. A parse error is a short
+//! `String` that says what was expected; callers log it and skip the answer.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::reading::{Channel, Inverters, Meter, MeterReading, Role};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MeterJson {
+    eid: u64,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    measurement_type: String,
+    #[serde(default)]
+    phase_count: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ChannelJson {
+    instantaneous_demand: Option<f64>,
+    active_power: Option<f64>,
+    apparent_power: f64,
+    voltage: f64,
+    current: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadingJson {
+    eid: u64,
+    #[serde(flatten)]
+    total: ChannelJson,
+    #[serde(default)]
+    pwr_factor: f64,
+    #[serde(default)]
+    act_energy_dlvd: f64,
+    #[serde(default)]
+    act_energy_rcvd: f64,
+    #[serde(default)]
+    channels: Vec<ChannelJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProductionJson {
+    watt_hours_today: f64,
+    watt_hours_lifetime: f64,
+    watts_now: f64,
+}
+
+impl ChannelJson {
+    fn channel(&self) -> Channel {
+        Channel {
+            power: self
+                .instantaneous_demand
+                .or(self.active_power)
+                .unwrap_or(0.0),
+            apparent: self.apparent_power,
+            voltage: self.voltage,
+            current: self.current,
+        }
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(what: &str, body: &str) -> Result<T, String> {
+    serde_json::from_str(body).map_err(|e| format!("{what} is not the JSON expected: {e}"))
+}
+
+/// `GET /ivp/meters`: the CTs, their role, state and phase count.
+pub fn meters(body: &str) -> Result<Vec<Meter>, String> {
+    let list: Vec<MeterJson> = parse("/ivp/meters", body)?;
+    Ok(list
+        .into_iter()
+        .map(|m| Meter {
+            eid: m.eid,
+            role: Role::from_measurement_type(&m.measurement_type),
+            kind: m.measurement_type,
+            enabled: m.state == "enabled",
+            phases: m.phase_count.unwrap_or(1).clamp(1, 3),
+        })
+        .collect())
+}
+
+/// `GET /ivp/meters/readings`.
+pub fn readings(body: &str) -> Result<Vec<MeterReading>, String> {
+    let list: Vec<ReadingJson> = parse("/ivp/meters/readings", body)?;
+    let finite = |v: f64| v.is_finite();
+    Ok(list
+        .into_iter()
+        .map(|r| MeterReading {
+            eid: r.eid,
+            total: r.total.channel(),
+            pwr_factor: r.pwr_factor,
+            delivered: r.act_energy_dlvd,
+            received: r.act_energy_rcvd,
+            channels: r.channels.iter().map(ChannelJson::channel).collect(),
+        })
+        .filter(|r| finite(r.total.power) && finite(r.delivered) && finite(r.received))
+        .collect())
+}
+
+/// `GET /api/v1/production`: the microinverters' totals.
+pub fn production(body: &str) -> Result<Inverters, String> {
+    let p: ProductionJson = parse("/api/v1/production", body)?;
+    Ok(Inverters {
+        watts_now: p.watts_now,
+        wh_today: p.watt_hours_today,
+        wh_lifetime: p.watt_hours_lifetime,
+    })
+}
+
+/// The claims of an Enphase JWT that matter here.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Claims {
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// `owner` or `installer`.
+    #[serde(rename = "enphaseUser", default)]
+    pub enphase_user: String,
+    /// The Enlighten account's e-mail address.
+    #[serde(default)]
+    pub username: String,
+}
+
+/// The decoded payload part of a JWT.
+pub fn claims(payload: &[u8]) -> Result<Claims, String> {
+    serde_json::from_slice(payload)
+        .map_err(|e| format!("the token's claims are not JSON with an exp: {e}"))
+}
+
+/// The Enlighten login answer: `Ok(Some(session_id))`, or `Ok(None)` when the account
+/// needs a second factor (no `session_id`).
+pub fn session_id(body: &str) -> Result<Option<String>, String> {
+    let v: Value = parse("the Enlighten login answer", body)?;
+    Ok(v.get("session_id")
+        .and_then(Value::as_str)
+        .map(str::to_string))
+}
+
+/// The JSON body of the entrez token request.
+pub fn token_request(session_id: &str, serial: &str, username: &str) -> String {
+    serde_json::json!({"session_id": session_id, "serial_num": serial, "username": username})
+        .to_string()
+}
+
+/// A number for a JSON payload: integers without a fraction, others rounded to 3 decimals.
+pub fn number(value: f64) -> Value {
+    let rounded = (value * 1000.0).round() / 1000.0;
+    if rounded.fract() == 0.0 && rounded.abs() < 1e15 {
+        Value::from(rounded as i64)
+    } else {
+        Value::from(rounded)
+    }
+}
+
+/// A `json`-format payload (§3.3), its keys in the contract's order.
+#[derive(serde::Serialize)]
+struct Payload<'a> {
+    value: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+    timestamp: &'a str,
+    serial: &'a str,
+}
+
+/// A `json`-format payload (§3.3): `{"value", "unit", "timestamp", "serial"}`.
+pub fn payload(value: Value, unit: Option<&str>, timestamp: &str, serial: &str) -> String {
+    let p = Payload {
+        value,
+        unit,
+        timestamp,
+        serial,
+    };
+    serde_json::to_string(&p).unwrap_or_default()
+}
+
+/// The `_log.json` of a `--diagnose` capture, in the fixtures' format: `{"headers", "code"}`.
+pub fn reply_log(status: u16, headers: &[(String, String)]) -> String {
+    let headers: Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    let log = serde_json::json!({"headers": headers, "code": status});
+    serde_json::to_string_pretty(&log).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let cases = [
+            "",
+            "{",
+            "null",
+            "[{\"eid\":\"x\"}]",
+            "<html>",
+            "{\"error\":\"404 - Not Found\"}",
+        ];
+        for body in cases {
+            assert!(meters(body).is_err(), "{body}");
+            assert!(readings(body).is_err(), "{body}");
+            assert!(production(body).is_err() || body == "{", "{body}");
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        let cases = [
+            (488.925, "488.925"),
+            (4374.0, "4374"),
+            (-0.0, "0"),
+            (3183.793885, "3183.794"),
+            (0.1 + 0.2, "0.3"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(number(v).to_string(), want);
+        }
+    }
+
+    #[test]
+    fn login_answers() {
+        assert_eq!(
+            session_id(r#"{"message":"success","session_id":"abc"}"#),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(
+            session_id(r#"{"message":"success","isBlocked":false}"#),
+            Ok(None)
+        );
+        assert!(session_id("<html>").is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! envoy2mqtt: reads an Enphase Envoy / IQ Gateway over its local HTTPS API and publishes
+//! what it measures to MQTT. Synchronous, one thread.
+//!
+//! Code map, in the order data flows (Envoy → readings → messages → output):
+//! - [`cli`]: the command line; [`config`]: every setting, validated once; [`error`]: the
+//!   one error type, whose kind decides the exit code.
+//! - Edges that do I/O: [`envoy`] (the HTTPS client, with [`connector`] and [`certificate`]
+//!   for the self-signed certificate, [`token`] and [`cloud`] for the JWT), [`state`]
+//!   (0600 files in `STATE_DIR`), [`bridge`] (the loop and the output), [`check`] and
+//!   [`diagnose`] (the reports).
+//! - The pure core: [`info`] (`/info` XML), [`jwt`] (token claims), [`json`] (all JSON),
+//!   [`reading`] (meters and readings → fields), [`message`] (fields → topics and payloads),
+//!   [`tariff`] (off-peak windows).
+//!
+//! `main` only parses, runs and maps errors to exit codes: 0 ok, 1 runtime, 2 configuration.
+
+mod bridge;
+mod certificate;
+mod check;
+mod cli;
+mod cloud;
+mod config;
+mod connector;
+mod diagnose;
+mod envoy;
+mod error;
+mod info;
+mod json;
+mod jwt;
+mod message;
+mod reading;
+mod state;
+mod tariff;
+mod token;
+
+use std::process::ExitCode;
+
+use cli::Command;
+use error::{Error, Result};
+
+/// Reads the settings from the environment and `--config` on top of the flags, validates
+/// them, and starts logging at `LOG_LEVEL`.
+fn load(
+    mut sources: config::Sources,
+    config_file: Option<&std::path::Path>,
+) -> Result<(config::Config, config::Sources)> {
+    sources.environment(|name| std::env::var(name).ok());
+    if let Some(path) = config_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(
+                "--config",
+                format!("{} cannot be read ({e})", path.display()),
+                "give the path of a readable KEY=VALUE file",
+            )
+        })?;
+        sources.file(&path.display().to_string(), &text)?;
+    }
+    let config = sources.validate()?;
+    let log_config = simplelog::ConfigBuilder::new()
+        .set_time_level(log::LevelFilter::Off)
+        .set_target_level(log::LevelFilter::Off)
+        .set_thread_level(log::LevelFilter::Off)
+        .build();
+    let _ = simplelog::WriteLogger::init(config.log_level, log_config, std::io::stderr());
+    Ok((config, sources))
+}
+
+fn run() -> Result<ExitCode> {
+    let args = cli::parse(std::env::args_os().skip(1))?;
+    let file = args.config_file.as_deref();
+    match args.command {
+        Command::Help => print!("{}", cli::help()),
+        Command::Version => println!("envoy2mqtt {}", env!("CARGO_PKG_VERSION")),
+        Command::Check => {
+            let (config, sources) = load(args.flags, file)?;
+            if !check::run(&config, &sources)? {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Diagnose(dir) => diagnose::run(&load(args.flags, file)?.0, &dir)?,
+        Command::Run { dry_run: false, .. } => {
+            load(args.flags, file)?;
+            return Err(Error::Usage(
+                "publishing to MQTT is not built yet: run with --dry-run to print the messages"
+                    .into(),
+            ));
+        }
+        Command::Run { once: true, .. } => {
+            bridge::once(&load(args.flags, file)?.0, &mut bridge::Stdout)?
+        }
+        Command::Run { once: false, .. } => {
+            bridge::run(&load(args.flags, file)?.0, &mut bridge::Stdout)?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("envoy2mqtt: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Messages: topics and payloads built from fields (PRODUCT.md §3.1 and §3.3).
+//!
+//! Pure functions: the same fields, time and settings always give the same messages.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Format;
+use crate::json;
+use crate::reading::{Field, Unit};
+
+/// One MQTT message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+}
+
+/// `topic [retained] payload`, as `--dry-run` prints it.
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = if self.retain { " [retained]" } else { "" };
+        write!(f, "{}{mark} {}", self.topic, self.payload)
+    }
+}
+
+/// What every topic and payload of one Envoy shares.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pub prefix: String,
+    pub serial: String,
+    pub format: Format,
+    /// `MQTT_RETAIN`, for state messages; raw messages are never retained.
+    pub retain: bool,
+}
+
+impl Publisher {
+    fn message(
+        &self,
+        group: &str,
+        name: &str,
+        value: serde_json::Value,
+        unit: Unit,
+        stamp: &str,
+        retain: bool,
+    ) -> Message {
+        let payload = match self.format {
+            Format::Simple => match &value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+            Format::Json => json::payload(value, unit.symbol(), stamp, &self.serial),
+        };
+        Message {
+            topic: format!("{}/{}/{group}/{name}", self.prefix, self.serial),
+            payload,
+            retain,
+        }
+    }
+
+    fn messages(
+        &self,
+        group: &str,
+        fields: &[Field],
+        now: SystemTime,
+        retain: bool,
+    ) -> Vec<Message> {
+        let stamp = humantime::format_rfc3339_seconds(now).to_string();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut out: Vec<Message> = fields
+            .iter()
+            .map(|f| {
+                self.message(
+                    group,
+                    &f.name,
+                    json::number(f.value),
+                    f.unit,
+                    &stamp,
+                    retain,
+                )
+            })
+            .collect();
+        out.push(self.message(group, "timestamp", secs.into(), Unit::None, &stamp, retain));
+        if group == "data" {
+            out.push(self.message(
+                group,
+                "timestamp_text",
+                stamp.clone().into(),
+                Unit::None,
+                &stamp,
+                retain,
+            ));
+        }
+        out
+    }
+
+    /// `P/S/data/{field}`, retained per `MQTT_RETAIN`, with `timestamp` and `timestamp_text`.
+    pub fn data(&self, fields: &[Field], now: SystemTime) -> Vec<Message> {
+        self.messages("data", fields, now, self.retain)
+    }
+
+    /// `P/S/raw/{field}`, never retained, with `timestamp`.
+    pub fn raw(&self, fields: &[Field], now: SystemTime) -> Vec<Message> {
+        self.messages("raw", fields, now, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn publisher(format: Format, retain: bool) -> Publisher {
+        Publisher {
+            prefix: "envoy".into(),
+            serial: "122238082763".into(),
+            format,
+            retain,
+        }
+    }
+
+    fn field(name: &str, value: f64, unit: Unit) -> Field {
+        Field {
+            name: name.into(),
+            value,
+            unit,
+        }
+    }
+
+    #[test]
+    fn topics_payloads_and_retain() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_768_473_000);
+        let fields = [
+            field("prod_eim_wNow", 488.925, Unit::Watt),
+            field("prod_eim_pwrFactor", 0.957, Unit::None),
+            field("prod_eim_kwhLifetime", 3183.793885, Unit::KiloWattHour),
+        ];
+        let cases = [
+            (
+                Format::Simple,
+                true,
+                "data",
+                vec![
+                    "envoy/122238082763/data/prod_eim_wNow [retained] 488.925",
+                    "envoy/122238082763/data/prod_eim_pwrFactor [retained] 0.957",
+                    "envoy/122238082763/data/prod_eim_kwhLifetime [retained] 3183.794",
+                    "envoy/122238082763/data/timestamp [retained] 1768473000",
+                    "envoy/122238082763/data/timestamp_text [retained] 2026-01-15T10:30:00Z",
+                ],
+            ),
+            (
+                Format::Simple,
+                false,
+                "data",
+                vec![
+                    "envoy/122238082763/data/prod_eim_wNow 488.925",
+                    "envoy/122238082763/data/prod_eim_pwrFactor 0.957",
+                    "envoy/122238082763/data/prod_eim_kwhLifetime 3183.794",
+                    "envoy/122238082763/data/timestamp 1768473000",
+                    "envoy/122238082763/data/timestamp_text 2026-01-15T10:30:00Z",
+                ],
+            ),
+            (
+                Format::Simple,
+                true,
+                "raw",
+                vec![
+                    "envoy/122238082763/raw/prod_eim_wNow 488.925",
+                    "envoy/122238082763/raw/prod_eim_pwrFactor 0.957",
+                    "envoy/122238082763/raw/prod_eim_kwhLifetime 3183.794",
+                    "envoy/122238082763/raw/timestamp 1768473000",
+                ],
+            ),
+            (
+                Format::Json,
+                true,
+                "data",
+                vec![
+                    r#"envoy/122238082763/data/prod_eim_wNow [retained] {"value":488.925,"unit":"W","timestamp":"2026-01-15T10:30:00Z","serial":"122238082763"}"#,
+                    r#"envoy/122238082763/data/prod_eim_pwrFactor [retained] {"value":0.957,"timestamp":"2026-01-15T10:30:00Z","serial":"122238082763"}"#,
+                    r#"envoy/122238082763/data/prod_eim_kwhLifetime [retained] {"value":3183.794,"unit":"kWh","timestamp":"2026-01-15T10:30:00Z","serial":"122238082763"}"#,
+                    r#"envoy/122238082763/data/timestamp [retained] {"value":1768473000,"timestamp":"2026-01-15T10:30:00Z","serial":"122238082763"}"#,
+                    r#"envoy/122238082763/data/timestamp_text [retained] {"value":"2026-01-15T10:30:00Z","timestamp":"2026-01-15T10:30:00Z","serial":"122238082763"}"#,
+                ],
+            ),
+        ];
+        for (format, retain, group, want) in cases {
+            let p = publisher(format, retain);
+            let got = if group == "data" {
+                p.data(&fields, now)
+            } else {
+                p.raw(&fields, now)
+            };
+            let got: Vec<String> = got.iter().map(Message::to_string).collect();
+            assert_eq!(got, want, "{format:?} {retain} {group}");
+        }
+    }
+}

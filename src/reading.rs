@@ -1,0 +1,694 @@
+//! Readings: what the Envoy measured, turned into the named fields of PRODUCT.md §3.1.
+//!
+//! Pure functions on plain data. Meters are matched to readings by `eid` (never by position);
+//! only `channels[0..phaseCount)` are real phases; the Envoy's aggregate `voltage` is the SUM
+//! of the phases, so a voltage is published as their mean. A field the system cannot measure
+//! (no consumption CT, a disabled CT) is left out rather than published as 0.
+
+/// What a CT measures, from `measurementType` in `/ivp/meters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Production,
+    NetConsumption,
+    TotalConsumption,
+    /// Storage, backfeed, load, EV charger, PV3P... measured but not part of §3.1.
+    Other,
+}
+
+impl Role {
+    pub fn from_measurement_type(text: &str) -> Role {
+        match text {
+            "production" => Role::Production,
+            "net-consumption" => Role::NetConsumption,
+            "total-consumption" => Role::TotalConsumption,
+            _ => Role::Other,
+        }
+    }
+}
+
+/// One entry of `/ivp/meters`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meter {
+    pub eid: u64,
+    pub kind: String,
+    pub role: Role,
+    pub enabled: bool,
+    pub phases: usize,
+}
+
+/// One phase of a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Channel {
+    pub power: f64,
+    pub apparent: f64,
+    pub voltage: f64,
+    pub current: f64,
+}
+
+/// One entry of `/ivp/meters/readings`: the meter's aggregate and its channels.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MeterReading {
+    pub eid: u64,
+    pub total: Channel,
+    pub pwr_factor: f64,
+    /// Wh delivered (`actEnergyDlvd`): produced, or imported on a net-consumption CT.
+    pub delivered: f64,
+    /// Wh received (`actEnergyRcvd`): exported, on a net-consumption CT.
+    pub received: f64,
+    pub channels: Vec<Channel>,
+}
+
+/// `/api/v1/production`: what the microinverters report (the only source without CTs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Inverters {
+    pub watts_now: f64,
+    pub wh_today: f64,
+    pub wh_lifetime: f64,
+}
+
+/// A CT's values over the phases in use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ct {
+    pub power: f64,
+    pub voltage: f64,
+    pub current: f64,
+    pub pwr_factor: f64,
+    pub delivered: f64,
+    pub received: f64,
+    /// One entry per phase in use, empty on a single-phase meter.
+    pub phases: Vec<Channel>,
+}
+
+/// Everything one poll learned, by role.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    pub production: Option<Ct>,
+    pub net: Option<Ct>,
+    pub total: Option<Ct>,
+    /// A production CT exists but is disabled: the inverters' energy counters then stay 0.
+    pub production_disabled: bool,
+    pub inverters: Option<Inverters>,
+    /// Readings whose eid `/ivp/meters` did not list (the meter list may be stale).
+    pub unknown_eids: Vec<u64>,
+}
+
+/// The unit of a field, for JSON payloads and discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Watt,
+    Volt,
+    Ampere,
+    WattHour,
+    KiloWattHour,
+    /// Power factor, on/off flags.
+    None,
+}
+
+impl Unit {
+    pub fn symbol(self) -> Option<&'static str> {
+        match self {
+            Unit::Watt => Some("W"),
+            Unit::Volt => Some("V"),
+            Unit::Ampere => Some("A"),
+            Unit::WattHour => Some("Wh"),
+            Unit::KiloWattHour => Some("kWh"),
+            Unit::None => None,
+        }
+    }
+}
+
+/// One named value, as published under `P/S/data/` or `P/S/raw/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub value: f64,
+    pub unit: Unit,
+}
+
+/// Matches readings to meters by eid and keeps the enabled CTs of the roles §3.1 uses.
+pub fn snapshot(
+    meters: &[Meter],
+    readings: &[MeterReading],
+    inverters: Option<Inverters>,
+) -> Snapshot {
+    let mut snap = Snapshot {
+        inverters,
+        production_disabled: meters
+            .iter()
+            .any(|m| m.role == Role::Production && !m.enabled),
+        ..Snapshot::default()
+    };
+    for reading in readings {
+        let Some(meter) = meters.iter().find(|m| m.eid == reading.eid) else {
+            snap.unknown_eids.push(reading.eid);
+            continue;
+        };
+        if !meter.enabled {
+            continue;
+        }
+        let slot = match meter.role {
+            Role::Production => &mut snap.production,
+            Role::NetConsumption => &mut snap.net,
+            Role::TotalConsumption => &mut snap.total,
+            Role::Other => continue,
+        };
+        *slot = Some(ct(reading, meter.phases));
+    }
+    snap
+}
+
+/// Reduces a reading to its `phases` real channels.
+fn ct(reading: &MeterReading, phases: usize) -> Ct {
+    let used = &reading.channels[..phases.min(reading.channels.len())];
+    let multi = used.len() > 1;
+    let apparent: f64 = used.iter().map(|c| c.apparent).sum();
+    Ct {
+        power: reading.total.power,
+        voltage: if multi {
+            used.iter().map(|c| c.voltage).sum::<f64>() / used.len() as f64
+        } else {
+            reading.total.voltage
+        },
+        current: reading.total.current,
+        // On several phases the Envoy's aggregate power factor is the sum of the phases'
+        // (1.553 on a split-phase meter): the real one is active over apparent power.
+        pwr_factor: if multi && apparent > 0.0 {
+            used.iter().map(|c| c.power).sum::<f64>() / apparent
+        } else {
+            reading.pwr_factor
+        },
+        delivered: reading.delivered,
+        received: reading.received,
+        phases: if multi { used.to_vec() } else { Vec::new() },
+    }
+}
+
+struct Fields(Vec<Field>);
+
+impl Fields {
+    fn add(&mut self, name: &str, value: f64, unit: Unit) {
+        self.0.push(Field {
+            name: name.to_string(),
+            value,
+            unit,
+        });
+    }
+
+    /// `wNow`, `voltage`, `current` of each phase: `{prefix}_wNow_l1`, ...
+    fn phases(&mut self, prefix: &str, phases: &[Channel], with_current: bool) {
+        for (i, p) in phases.iter().enumerate() {
+            let n = i + 1;
+            self.add(&format!("{prefix}_wNow_l{n}"), p.power, Unit::Watt);
+            self.add(&format!("{prefix}_voltage_l{n}"), p.voltage, Unit::Volt);
+            if with_current {
+                self.add(&format!("{prefix}_current_l{n}"), p.current, Unit::Ampere);
+            }
+        }
+    }
+
+    fn energy(&mut self, prefix: &str, wh: f64) {
+        self.add(&format!("{prefix}_whLifetime"), wh, Unit::WattHour);
+        self.add(
+            &format!("{prefix}_kwhLifetime"),
+            wh / 1000.0,
+            Unit::KiloWattHour,
+        );
+    }
+}
+
+fn flag(on: bool) -> f64 {
+    if on { 1.0 } else { 0.0 }
+}
+
+/// The `data` fields of §3.1 that this system measures, in the order of the contract.
+/// `timestamp` and `timestamp_text` are added by the message layer.
+pub fn data_fields(s: &Snapshot) -> Vec<Field> {
+    let mut f = Fields(Vec::new());
+
+    // Production: the production CT, else the microinverters.
+    let inverter_energy = s.inverters.filter(|_| !s.production_disabled);
+    let (prod_power, prod_energy) = match (&s.production, s.inverters) {
+        (Some(p), _) => (Some(p.power), Some(p.delivered)),
+        (None, Some(inv)) => (Some(inv.watts_now), inverter_energy.map(|i| i.wh_lifetime)),
+        (None, None) => (None, None),
+    };
+    if let Some(power) = prod_power {
+        f.add("prod_eim_wNow", power, Unit::Watt);
+    }
+    if let Some(p) = &s.production {
+        f.add("prod_eim_voltage", p.voltage, Unit::Volt);
+        f.add("prod_eim_current", p.current, Unit::Ampere);
+        f.add("prod_eim_pwrFactor", p.pwr_factor, Unit::None);
+    }
+    if let Some(wh) = prod_energy {
+        f.energy("prod_eim", wh);
+    }
+    if let Some(power) = prod_power {
+        // 5 W: the seed's threshold, above the CT's night-time noise.
+        f.add("prod_eim_wNow_binary", flag(power > 5.0), Unit::None);
+    }
+    if let Some(inv) = inverter_energy {
+        f.add("prod_eim_wattHoursToday", inv.wh_today, Unit::WattHour);
+    }
+    if let Some(p) = &s.production {
+        f.phases("prod_eim", &p.phases, true);
+    }
+
+    // Net consumption: the net CT, else total CT minus production.
+    let net_power = match (&s.net, &s.total) {
+        (Some(n), _) => Some(n.power),
+        (None, Some(t)) => prod_power.map(|p| t.power - p),
+        (None, None) => None,
+    };
+    if let Some(n) = &s.net {
+        f.add("conso_net_eim_wNow", n.power, Unit::Watt);
+        f.add("conso_net_eim_voltage", n.voltage, Unit::Volt);
+        f.add("conso_net_eim_current", n.current, Unit::Ampere);
+        f.add("conso_net_eim_pwrFactor", n.pwr_factor, Unit::None);
+        // Import minus export, as firmware 7.6.175 and later report it: it can decrease.
+        f.energy("conso_net_eim", n.delivered - n.received);
+        f.phases("conso_net_eim", &n.phases, true);
+        f.energy("import_eim", n.delivered);
+        f.energy("grid_eim", n.received);
+    } else if let (Some(t), Some(net)) = (&s.total, net_power) {
+        f.add("conso_net_eim_wNow", net, Unit::Watt);
+        f.add("conso_net_eim_voltage", t.voltage, Unit::Volt);
+        if let Some(wh) = prod_energy {
+            f.energy("conso_net_eim", t.delivered - wh);
+        }
+        if let Some(p) = s
+            .production
+            .as_ref()
+            .filter(|p| p.phases.len() == t.phases.len())
+        {
+            let phases: Vec<Channel> = t
+                .phases
+                .iter()
+                .zip(&p.phases)
+                .map(|(t, p)| Channel {
+                    power: t.power - p.power,
+                    ..*t
+                })
+                .collect();
+            f.phases("conso_net_eim", &phases, false);
+        }
+    }
+
+    // Grid export and self-consumption (eco), derived from the net power.
+    if let Some(net) = net_power {
+        f.add("grid_eim_wNow", (-net).max(0.0), Unit::Watt);
+        // The seed's meaning: 1 while importing from the grid.
+        f.add("grid_eim_wNow_binary", flag(net > 0.0), Unit::None);
+    }
+    if let (Some(net), Some(prod)) = (net_power, prod_power) {
+        f.add(
+            "eco_eim_wNow",
+            (prod + net.min(0.0)).clamp(0.0, prod.max(0.0)),
+            Unit::Watt,
+        );
+    }
+    if let (Some(n), Some(wh)) = (&s.net, prod_energy) {
+        f.energy("eco_eim", (wh - n.received).max(0.0));
+    }
+
+    // House consumption: the total CT, else production plus net.
+    if let Some(t) = &s.total {
+        f.add("conso_all_eim_wNow", t.power, Unit::Watt);
+        f.add("conso_all_eim_rmsCurrent", t.current, Unit::Ampere);
+        f.add("conso_all_eim_rmsVoltage", t.voltage, Unit::Volt);
+        f.energy("conso_all_eim", t.delivered);
+    } else if let (Some(n), Some(prod)) = (&s.net, prod_power) {
+        f.add("conso_all_eim_wNow", prod + n.power, Unit::Watt);
+        f.add(
+            "conso_all_eim_rmsCurrent",
+            house_current(s.production.as_ref(), n, prod),
+            Unit::Ampere,
+        );
+        f.add("conso_all_eim_rmsVoltage", n.voltage, Unit::Volt);
+        if let Some(wh) = prod_energy {
+            f.energy("conso_all_eim", wh + n.delivered - n.received);
+        }
+    }
+    f.0
+}
+
+/// The house's active current on a net CT: per phase |production + net| / voltage, summed.
+/// (Currents cannot be added as the CTs report them: their magnitudes carry no sign.)
+fn house_current(production: Option<&Ct>, net: &Ct, prod_power: f64) -> f64 {
+    match production {
+        Some(p) if p.phases.len() == net.phases.len() && !net.phases.is_empty() => p
+            .phases
+            .iter()
+            .zip(&net.phases)
+            .filter(|(_, n)| n.voltage > 0.0)
+            .map(|(p, n)| (p.power + n.power).abs() / n.voltage)
+            .sum(),
+        _ if net.voltage > 0.0 => (prod_power + net.power).abs() / net.voltage,
+        _ => 0.0,
+    }
+}
+
+/// The `raw` fields (§3.1): the three powers a CT measures, from one readings request.
+pub fn raw_fields(s: &Snapshot) -> Vec<Field> {
+    let mut f = Fields(Vec::new());
+    let prod = s.production.as_ref().map(|p| p.power);
+    if let Some(p) = prod {
+        f.add("prod_eim_wNow", p, Unit::Watt);
+    }
+    match (&s.net, &s.total, prod) {
+        (Some(n), _, p) => {
+            f.add("conso_net_eim_wNow", n.power, Unit::Watt);
+            if let Some(p) = p {
+                f.add("conso_all_eim_wNow", p + n.power, Unit::Watt);
+            }
+        }
+        (None, Some(t), p) => {
+            if let Some(p) = p {
+                f.add("conso_net_eim_wNow", t.power - p, Unit::Watt);
+            }
+            f.add("conso_all_eim_wNow", t.power, Unit::Watt);
+        }
+        (None, None, _) => {}
+    }
+    f.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter(eid: u64, kind: &str, enabled: bool, phases: usize) -> Meter {
+        Meter {
+            eid,
+            kind: kind.into(),
+            role: Role::from_measurement_type(kind),
+            enabled,
+            phases,
+        }
+    }
+
+    fn ch(power: f64, voltage: f64, current: f64) -> Channel {
+        Channel {
+            power,
+            apparent: power.abs() * 1.25,
+            voltage,
+            current,
+        }
+    }
+
+    fn reading(eid: u64, chans: &[Channel], delivered: f64, received: f64) -> MeterReading {
+        let used = chans.iter().filter(|c| c.voltage > 0.0);
+        MeterReading {
+            eid,
+            total: Channel {
+                power: used.clone().map(|c| c.power).sum(),
+                apparent: 0.0,
+                voltage: used.clone().map(|c| c.voltage).sum(),
+                current: used.map(|c| c.current).sum(),
+            },
+            pwr_factor: 0.8,
+            delivered,
+            received,
+            channels: chans.to_vec(),
+        }
+    }
+
+    fn names(fields: &[Field]) -> Vec<&str> {
+        fields.iter().map(|f| f.name.as_str()).collect()
+    }
+
+    fn value(fields: &[Field], name: &str) -> Option<f64> {
+        fields.iter().find(|f| f.name == name).map(|f| f.value)
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of cases
+    fn layouts_publish_what_they_measure() {
+        let inv = Some(Inverters {
+            watts_now: 700.0,
+            wh_today: 4000.0,
+            wh_lifetime: 900_000.0,
+        });
+        let noise = ch(-1.0, 11.0, 0.2);
+        let one = |p| [ch(p, 230.0, 2.0), noise, noise];
+        let cases: Vec<(
+            &str,
+            Vec<Meter>,
+            Vec<MeterReading>,
+            Option<Inverters>,
+            &[&str],
+            &[&str],
+        )> = vec![
+            (
+                "production and net CTs",
+                vec![
+                    meter(1, "production", true, 1),
+                    meter(2, "net-consumption", true, 1),
+                ],
+                vec![
+                    reading(1, &one(500.0), 1000.0, 5.0),
+                    reading(2, &one(-100.0), 3000.0, 800.0),
+                ],
+                inv,
+                &[
+                    "prod_eim_pwrFactor",
+                    "import_eim_whLifetime",
+                    "eco_eim_whLifetime",
+                    "conso_all_eim_kwhLifetime",
+                ],
+                &["prod_eim_wNow_l1", "conso_net_eim_voltage_l2"],
+            ),
+            (
+                "production CT only",
+                vec![
+                    meter(1, "production", true, 1),
+                    meter(2, "net-consumption", false, 1),
+                ],
+                vec![
+                    reading(1, &one(500.0), 1000.0, 5.0),
+                    reading(2, &one(0.0), 0.0, 0.0),
+                ],
+                inv,
+                &["prod_eim_whLifetime", "prod_eim_wattHoursToday"],
+                &[
+                    "conso_net_eim_wNow",
+                    "grid_eim_wNow",
+                    "eco_eim_wNow",
+                    "conso_all_eim_wNow",
+                    "import_eim_whLifetime",
+                ],
+            ),
+            (
+                "disabled CTs: inverter power kept, no energy",
+                vec![
+                    meter(1, "production", false, 1),
+                    meter(2, "net-consumption", false, 1),
+                ],
+                vec![
+                    reading(1, &one(500.0), 1000.0, 5.0),
+                    reading(2, &one(-100.0), 3000.0, 800.0),
+                ],
+                inv,
+                &["prod_eim_wNow", "prod_eim_wNow_binary"],
+                &[
+                    "prod_eim_whLifetime",
+                    "prod_eim_wattHoursToday",
+                    "prod_eim_voltage",
+                    "conso_net_eim_wNow",
+                ],
+            ),
+            (
+                "non-metered",
+                vec![],
+                vec![],
+                inv,
+                &[
+                    "prod_eim_wNow",
+                    "prod_eim_whLifetime",
+                    "prod_eim_kwhLifetime",
+                    "prod_eim_wattHoursToday",
+                ],
+                &[
+                    "prod_eim_voltage",
+                    "conso_net_eim_wNow",
+                    "conso_all_eim_wNow",
+                ],
+            ),
+            (
+                "total-consumption CT",
+                vec![
+                    meter(1, "production", true, 1),
+                    meter(2, "total-consumption", true, 1),
+                ],
+                vec![
+                    reading(1, &one(500.0), 1000.0, 5.0),
+                    reading(2, &one(800.0), 3000.0, 0.0),
+                ],
+                inv,
+                &[
+                    "conso_net_eim_wNow",
+                    "conso_net_eim_whLifetime",
+                    "grid_eim_wNow",
+                    "conso_all_eim_rmsCurrent",
+                ],
+                &[
+                    "import_eim_whLifetime",
+                    "grid_eim_whLifetime",
+                    "eco_eim_whLifetime",
+                    "conso_net_eim_current",
+                ],
+            ),
+            (
+                "extra eid and storage ignored",
+                vec![
+                    meter(1, "production", true, 1),
+                    meter(3, "storage", true, 1),
+                ],
+                vec![
+                    reading(1, &one(500.0), 1000.0, 5.0),
+                    reading(3, &one(-900.0), 1.0, 2.0),
+                    reading(99, &one(1.0), 1.0, 1.0),
+                ],
+                None,
+                &["prod_eim_wNow"],
+                &["conso_net_eim_wNow", "prod_eim_wattHoursToday"],
+            ),
+        ];
+        for (name, meters, readings, inv, present, absent) in cases {
+            let fields = data_fields(&snapshot(&meters, &readings, inv));
+            let got = names(&fields);
+            for p in present {
+                assert!(got.contains(p), "{name}: {p} missing from {got:?}");
+            }
+            for a in absent {
+                assert!(!got.contains(a), "{name}: {a} published in {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn net_ct_derivations() {
+        let meters = [
+            meter(1, "production", true, 1),
+            meter(2, "net-consumption", true, 1),
+        ];
+        let cases = [
+            // prod W, net W, export, eco, house, import flag
+            (500.0, -100.0, 100.0, 400.0, 400.0, 0.0),
+            (500.0, 300.0, 0.0, 500.0, 800.0, 1.0),
+            (0.0, 250.0, 0.0, 0.0, 250.0, 1.0),
+            (100.0, -150.0, 150.0, 0.0, -50.0, 0.0),
+        ];
+        for (prod, net, export, eco, house, importing) in cases {
+            let readings = [
+                reading(1, &[ch(prod, 230.0, 1.0)], 10_000.0, 1.0),
+                reading(2, &[ch(net, 230.0, 1.0)], 7_000.0, 3_000.0),
+            ];
+            let f = data_fields(&snapshot(&meters, &readings, None));
+            let case = format!("prod {prod} net {net}");
+            assert_eq!(value(&f, "grid_eim_wNow"), Some(export), "{case}");
+            assert_eq!(value(&f, "eco_eim_wNow"), Some(eco), "{case}");
+            assert_eq!(value(&f, "conso_all_eim_wNow"), Some(house), "{case}");
+            assert_eq!(value(&f, "grid_eim_wNow_binary"), Some(importing), "{case}");
+            assert_eq!(
+                value(&f, "conso_net_eim_whLifetime"),
+                Some(4_000.0),
+                "{case}"
+            );
+            assert_eq!(value(&f, "import_eim_whLifetime"), Some(7_000.0), "{case}");
+            assert_eq!(value(&f, "grid_eim_whLifetime"), Some(3_000.0), "{case}");
+            assert_eq!(value(&f, "eco_eim_whLifetime"), Some(7_000.0), "{case}");
+            assert_eq!(
+                value(&f, "conso_all_eim_whLifetime"),
+                Some(14_000.0),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn phases_in_use_only_and_mean_voltage() {
+        let meters = [meter(1, "production", true, 2)];
+        let readings = [reading(
+            1,
+            &[
+                ch(800.0, 120.0, 7.0),
+                ch(700.0, 122.0, 6.0),
+                ch(55.0, 3.0, 9.0),
+            ],
+            1.0,
+            0.0,
+        )];
+        let f = data_fields(&snapshot(&meters, &readings, None));
+        assert_eq!(value(&f, "prod_eim_voltage"), Some(121.0));
+        assert_eq!(value(&f, "prod_eim_wNow_l2"), Some(700.0));
+        assert_eq!(value(&f, "prod_eim_voltage_l1"), Some(120.0));
+        assert_eq!(value(&f, "prod_eim_current_l2"), Some(6.0));
+        assert_eq!(value(&f, "prod_eim_wNow_l3"), None);
+        assert_eq!(value(&f, "prod_eim_pwrFactor"), Some(0.8));
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of cases
+    fn raw_fields_by_layout() {
+        let one = |p| [ch(p, 230.0, 1.0)];
+        let cases: Vec<(Vec<Meter>, Vec<MeterReading>, Vec<(&str, f64)>)> = vec![
+            (
+                vec![
+                    meter(1, "production", true, 1),
+                    meter(2, "net-consumption", true, 1),
+                ],
+                vec![
+                    reading(1, &one(500.0), 1.0, 0.0),
+                    reading(2, &one(-100.0), 1.0, 0.0),
+                ],
+                vec![
+                    ("prod_eim_wNow", 500.0),
+                    ("conso_net_eim_wNow", -100.0),
+                    ("conso_all_eim_wNow", 400.0),
+                ],
+            ),
+            (
+                vec![
+                    meter(1, "production", true, 1),
+                    meter(2, "total-consumption", true, 1),
+                ],
+                vec![
+                    reading(1, &one(500.0), 1.0, 0.0),
+                    reading(2, &one(800.0), 1.0, 0.0),
+                ],
+                vec![
+                    ("prod_eim_wNow", 500.0),
+                    ("conso_net_eim_wNow", 300.0),
+                    ("conso_all_eim_wNow", 800.0),
+                ],
+            ),
+            (
+                vec![meter(1, "production", true, 1)],
+                vec![reading(1, &one(500.0), 1.0, 0.0)],
+                vec![("prod_eim_wNow", 500.0)],
+            ),
+            (vec![], vec![], vec![]),
+        ];
+        for (meters, readings, want) in cases {
+            let got: Vec<(String, f64)> = raw_fields(&snapshot(&meters, &readings, None))
+                .into_iter()
+                .map(|f| (f.name, f.value))
+                .collect();
+            let want: Vec<(String, f64)> =
+                want.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn unknown_eids_are_reported() {
+        let s = snapshot(
+            &[meter(1, "production", true, 1)],
+            &[reading(7, &[], 0.0, 0.0)],
+            None,
+        );
+        assert_eq!(s.unknown_eids, [7]);
+        assert!(s.production.is_none());
+    }
+}

@@ -1,0 +1,92 @@
+//! Off-peak (heures creuses) windows: parsing and showing `OFFPEAK_HOURS`.
+//!
+//! Pure functions on plain data. A window may cross midnight (`22:00-06:00`); several
+//! windows are separated by commas.
+
+/// One off-peak window, in minutes after local midnight: `start` inclusive, `end` exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (s, e) = (self.start, self.end);
+        write!(f, "{:02}:{:02}-{:02}:{:02}", s / 60, s % 60, e / 60, e % 60)
+    }
+}
+
+/// Parses `HH:MM-HH:MM[,HH:MM-HH:MM...]`. The error says which part is wrong.
+pub fn parse(text: &str) -> Result<Vec<Window>, String> {
+    let mut windows = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let (start, end) = part
+            .split_once('-')
+            .ok_or_else(|| format!("'{part}' is not a window like 22:00-06:00"))?;
+        let window = Window {
+            start: minute_of_day(start.trim())
+                .ok_or_else(|| format!("'{start}' in '{part}' is not a time like 22:00"))?,
+            end: minute_of_day(end.trim())
+                .ok_or_else(|| format!("'{end}' in '{part}' is not a time like 06:00"))?,
+        };
+        if window.start == window.end {
+            return Err(format!("'{part}' starts and ends at the same time"));
+        }
+        windows.push(window);
+    }
+    Ok(windows)
+}
+
+fn minute_of_day(text: &str) -> Option<u16> {
+    let (h, m) = text.split_once(':')?;
+    if h.is_empty() || h.len() > 2 || m.len() != 2 {
+        return None;
+    }
+    let h: u16 = h.parse().ok()?;
+    let m: u16 = m.parse().ok()?;
+    match (h, m) {
+        (24, 0) => Some(1440 % 1440),
+        (0..=23, 0..=59) => Some(h * 60 + m),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of cases
+    fn parses_windows() {
+        let cases: &[(&str, Result<Vec<(u16, u16)>, &str>)] = &[
+            ("22:00-06:00", Ok(vec![(1320, 360)])),
+            ("01:30-07:30, 12:30-14:30", Ok(vec![(90, 450), (750, 870)])),
+            ("6:00-8:00", Ok(vec![(360, 480)])),
+            ("22:00-24:00", Ok(vec![(1320, 0)])),
+            ("22:00", Err("'22:00' is not a window")),
+            ("25:00-06:00", Err("'25:00' in")),
+            ("22:00-06:0", Err("'06:0' in")),
+            ("10:00-10:00", Err("same time")),
+            ("", Err("is not a window")),
+        ];
+        for (text, want) in cases {
+            let got = parse(text);
+            match (got, want) {
+                (Ok(w), Ok(want)) => {
+                    let got: Vec<(u16, u16)> = w.iter().map(|w| (w.start, w.end)).collect();
+                    assert_eq!(&got, want, "{text}");
+                }
+                (Err(e), Err(want)) => assert!(e.contains(want), "{text}: {e}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn displays_as_written() {
+        let w = parse("22:00-06:00, 1:30-7:05").unwrap();
+        let shown: Vec<String> = w.iter().map(Window::to_string).collect();
+        assert_eq!(shown, ["22:00-06:00", "01:30-07:05"]);
+    }
+}

@@ -1,0 +1,195 @@
+//! The Envoy token's life (PRODUCT.md §6): `ENVOY_TOKEN`, else the cached token, else the
+//! cloud; renewed 30 days before it expires; cached in `STATE_DIR` with mode 0600.
+//!
+//! Cloud logins are rate-limited across runs (the time of the last attempt is kept in
+//! `STATE_DIR`), so neither a 401 storm nor cron every five minutes can hammer Enlighten.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::cloud::Cloud;
+use crate::config::{EnvoyConfig, Secret};
+use crate::error::{Error, Result};
+use crate::json::Claims;
+use crate::{jwt, state};
+
+/// The cached token's file in `STATE_DIR`.
+pub const FILE: &str = "token";
+/// When the last cloud login was tried, in `STATE_DIR`.
+const ATTEMPT_FILE: &str = "cloud-login";
+/// Renew this long before the token expires.
+const RENEW_BEFORE: i64 = 30 * 86_400;
+/// At most one cloud login per this many seconds.
+pub const CLOUD_BACKOFF: i64 = 600;
+
+/// Where the token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Setting,
+    Cache,
+    Cloud,
+}
+
+/// A token and what it says about itself.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub jwt: Secret,
+    pub claims: Claims,
+    pub source: Source,
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `YYYY-MM-DD` of a time in seconds (UTC).
+pub fn date(secs: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()[..10].to_string()
+}
+
+/// Obtains and keeps the token for one Envoy.
+pub struct Keeper {
+    cfg: EnvoyConfig,
+    dir: PathBuf,
+    serial: String,
+}
+
+impl Keeper {
+    pub fn new(cfg: &EnvoyConfig, state_dir: &Path, serial: &str) -> Keeper {
+        Keeper {
+            cfg: cfg.clone(),
+            dir: state_dir.to_path_buf(),
+            serial: serial.to_string(),
+        }
+    }
+
+    /// The token to use now: the setting, else the cache, else the cloud. A cached token
+    /// within 30 days of its end is renewed when the cloud allows it.
+    pub fn current(&self) -> Result<Token> {
+        let now = now();
+        if let Some(jwt) = &self.cfg.token {
+            let claims = jwt::decode(jwt.expose()).map_err(|e| {
+                Error::Token(format!(
+                    "ENVOY_TOKEN cannot be read: {e}; paste the whole token"
+                ))
+            })?;
+            if claims.exp <= now {
+                return Err(Error::Token(format!(
+                    "ENVOY_TOKEN expired on {}; create a new one for serial {} and set it, or remove ENVOY_TOKEN and set ENPHASE_USERNAME and ENPHASE_PASSWORD",
+                    date(claims.exp),
+                    self.serial
+                )));
+            }
+            if claims.exp - now < RENEW_BEFORE {
+                log::warn!(
+                    "ENVOY_TOKEN expires on {}: paste a new one before then",
+                    date(claims.exp)
+                );
+            }
+            return Ok(Token {
+                jwt: jwt.clone(),
+                claims,
+                source: Source::Setting,
+            });
+        }
+        let cached = self.cached();
+        match cached {
+            Some(t) if t.claims.exp - now >= RENEW_BEFORE => Ok(t),
+            Some(t) if t.claims.exp > now => match self.cloud_token() {
+                Ok(new) => Ok(new),
+                Err(e) => {
+                    log::warn!(
+                        "the token expires on {} and could not be renewed yet: {e}",
+                        date(t.claims.exp)
+                    );
+                    Ok(t)
+                }
+            },
+            _ => self.cloud_token(),
+        }
+    }
+
+    /// A new token after the Envoy refused `refused`: from the cloud, if allowed.
+    pub fn renew(&self, refused: &Token) -> Result<Token> {
+        match refused.source {
+            Source::Setting if self.cfg.username.is_none() => Err(Error::Token(format!(
+                "the Envoy refuses ENVOY_TOKEN (made for another serial, or revoked); create a new token for serial {}",
+                self.serial
+            ))),
+            _ => self.cloud_token(),
+        }
+    }
+
+    fn cached(&self) -> Option<Token> {
+        let path = self.dir.join(FILE);
+        let text = match state::read(&path) {
+            Ok(t) => t?,
+            Err(e) => {
+                log::warn!("{e}");
+                return None;
+            }
+        };
+        match jwt::decode(&text) {
+            Ok(claims) => Some(Token {
+                jwt: Secret::new(text.trim()),
+                claims,
+                source: Source::Cache,
+            }),
+            Err(e) => {
+                log::warn!(
+                    "the cached token in {} is unusable ({e}); getting a new one",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn cloud_token(&self) -> Result<Token> {
+        let (Some(user), Some(password)) = (&self.cfg.username, &self.cfg.password) else {
+            return Err(Error::Token(format!(
+                "no valid token: set ENVOY_TOKEN (a token for serial {}), or ENPHASE_USERNAME and ENPHASE_PASSWORD",
+                self.serial
+            )));
+        };
+        let attempt = self.dir.join(ATTEMPT_FILE);
+        let now = now();
+        let last = state::read(&attempt)
+            .ok()
+            .flatten()
+            .and_then(|t| t.trim().parse::<i64>().ok());
+        if let Some(last) = last.filter(|l| (0..CLOUD_BACKOFF).contains(&(now - l))) {
+            return Err(Error::Token(format!(
+                "no valid token, and the last Enlighten login was {} s ago: the next is allowed in {} s (set ENVOY_TOKEN to do without the cloud)",
+                now - last,
+                CLOUD_BACKOFF - (now - last)
+            )));
+        }
+        state::write(&attempt, format!("{now}\n").as_bytes())?;
+        log::info!(
+            "asking the Enphase cloud for a token for serial {} as {user}",
+            self.serial
+        );
+        let text = Cloud::new(&self.cfg)?.token(user, password, &self.serial)?;
+        let claims = jwt::decode(&text).map_err(|e| {
+            Error::Token(format!(
+                "entrez answered something that is not a token: {e}"
+            ))
+        })?;
+        state::write(&self.dir.join(FILE), text.as_bytes())?;
+        log::info!(
+            "new token for serial {}, valid until {}",
+            self.serial,
+            date(claims.exp)
+        );
+        Ok(Token {
+            jwt: Secret::new(text),
+            claims,
+            source: Source::Cloud,
+        })
+    }
+}
