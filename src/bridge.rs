@@ -59,13 +59,18 @@ fn publisher(config: &Config, envoy: &Envoy) -> Publisher {
     }
 }
 
-/// One data poll: data messages, and raw ones when the raw topics are on.
-fn data_poll(config: &Config, envoy: &mut Envoy, sink: &mut dyn Sink) -> Result<()> {
+/// One data poll: data messages, and raw ones from the same readings when `with_raw`.
+fn data_poll(
+    config: &Config,
+    envoy: &mut Envoy,
+    sink: &mut dyn Sink,
+    with_raw: bool,
+) -> Result<()> {
     let snap = envoy.data()?;
     let p = publisher(config, envoy);
     let now = SystemTime::now();
     let mut messages = p.data(&reading::data_fields(&snap), now);
-    if config.raw_interval.is_some() {
+    if with_raw {
         let raw = reading::raw_fields(&snap);
         if !raw.is_empty() {
             messages.extend(p.raw(&raw, now));
@@ -83,10 +88,10 @@ fn raw_poll(config: &Config, envoy: &mut Envoy, sink: &mut dyn Sink) -> Result<(
     sink.publish(&publisher(config, envoy).raw(&raw, SystemTime::now()))
 }
 
-/// `--once`: one data poll, published.
+/// `--once`: one data poll, published (no raw topics: live values are for the service).
 pub fn once(config: &Config, sink: &mut dyn Sink) -> Result<()> {
     let mut envoy = Envoy::connect(config)?;
-    data_poll(config, &mut envoy, sink)
+    data_poll(config, &mut envoy, sink, false)
 }
 
 /// The service: polls for ever (until the process is stopped).
@@ -95,13 +100,14 @@ pub fn run(config: &Config, sink: &mut dyn Sink) -> Result<()> {
     let start = Instant::now();
     let (mut next_data, mut next_raw) = (start, start);
     let mut failures = 0u32;
+    let mut last_error = String::new();
     loop {
         let now = Instant::now();
         let data_due = now >= next_data;
         let raw_due = config.raw_interval.is_some() && now >= next_raw;
         if data_due || raw_due {
             let result = if data_due {
-                data_poll(config, &mut envoy, sink)
+                data_poll(config, &mut envoy, sink, config.raw_interval.is_some())
             } else {
                 raw_poll(config, &mut envoy, sink)
             };
@@ -112,15 +118,19 @@ pub fn run(config: &Config, sink: &mut dyn Sink) -> Result<()> {
                         log::info!("the Envoy answers again after {failures} failed polls");
                     }
                     failures = 0;
+                    last_error.clear();
                 }
                 Err(e @ Error::File(_)) => return Err(e),
                 Err(e) => {
                     failures += 1;
                     let pause = backoff(failures);
-                    if failures == 1 {
-                        log::warn!("{e}");
+                    // Each different error once at warn level: a 1 Hz poll must not flood the log.
+                    let text = e.to_string();
+                    if text != last_error {
+                        log::warn!("{text}");
+                        last_error = text;
                     } else {
-                        log::debug!("{e} ({failures} failures in a row)");
+                        log::debug!("{text} ({failures} failures in a row)");
                     }
                     log::debug!("pausing polls for {}", humantime::format_duration(pause));
                     // Ticks inside the pause are skipped, not queued.

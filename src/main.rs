@@ -56,7 +56,9 @@ fn load(
         sources.file(&path.display().to_string(), &text)?;
     }
     let config = sources.validate()?;
+    // Only our own lines: ureq's trace output hex-dumps requests, bearer token and cookie included.
     let log_config = simplelog::ConfigBuilder::new()
+        .add_filter_allow_str("envoy2mqtt")
         .set_time_level(log::LevelFilter::Off)
         .set_target_level(log::LevelFilter::Off)
         .set_thread_level(log::LevelFilter::Off)

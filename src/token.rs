@@ -163,10 +163,11 @@ impl Keeper {
             .flatten()
             .and_then(|t| t.trim().parse::<i64>().ok());
         if let Some(last) = last.filter(|l| (0..CLOUD_BACKOFF).contains(&(now - l))) {
+            let next = UNIX_EPOCH + std::time::Duration::from_secs((last + CLOUD_BACKOFF) as u64);
             return Err(Error::Token(format!(
-                "no valid token, and the last Enlighten login was {} s ago: the next is allowed in {} s (set ENVOY_TOKEN to do without the cloud)",
-                now - last,
-                CLOUD_BACKOFF - (now - last)
+                "no valid token, and Enlighten was asked less than {} minutes ago: the next login is allowed at {} (set ENVOY_TOKEN to do without the cloud)",
+                CLOUD_BACKOFF / 60,
+                humantime::format_rfc3339_seconds(next)
             )));
         }
         state::write(&attempt, format!("{now}\n").as_bytes())?;

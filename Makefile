@@ -1,0 +1,50 @@
+# envoy2mqtt tasks. `make help` lists them; `make test` is what CI runs.
+SHELL := /bin/bash
+CARGO ?= cargo
+FIXTURES ?= ../shared/fixtures/envoy
+VARIANT ?= 7.6.175_with_cts
+
+.PHONY: help build release test deps lint demo clean
+
+help: ## list the tasks
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+build: ## debug build
+	$(CARGO) build
+
+release: ## size-optimised release build (target/release/envoy2mqtt)
+	$(CARGO) build --release
+
+deps: ## install what the tests need (openssl, mosquitto) when it is missing
+	@missing=""; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "the tests need:$$missing; install them, e.g.: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: deps lint ## everything CI checks: lint, unit and end-to-end tests
+	$(CARGO) test --all-targets
+
+demo: ## a simulated Envoy on loopback, and envoy2mqtt --once --dry-run against it
+	@$(CARGO) build -q --examples --bins
+	@dir=$$(mktemp -d); \
+	./target/debug/examples/envoy_sim "$(FIXTURES)/$(VARIANT)" "$$dir/certs" > "$$dir/sim.out" & sim=$$!; \
+	trap 'kill $$sim 2>/dev/null; rm -rf "$$dir"' EXIT; \
+	for i in $$(seq 50); do grep -q '^token ' "$$dir/sim.out" && break; sleep 0.1; done; \
+	url=$$(awk '/^url /{print $$2}' "$$dir/sim.out"); \
+	echo "simulated Envoy ($(VARIANT)) at $$url"; \
+	ENVOY_HOST="$$url" ENVOY_TOKEN="$$(awk '/^token /{print $$2}' "$$dir/sim.out")" STATE_DIR="$$dir/state" \
+	  ./target/debug/envoy2mqtt --once --dry-run
+
+clean: ## remove build output
+	$(CARGO) clean

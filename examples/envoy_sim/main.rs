@@ -1,0 +1,36 @@
+//! `cargo run --example envoy_sim -- FIXTURE_DIR [CERT_DIR]`: a simulated Envoy on loopback
+//! serving a fixture folder over HTTPS, for trying envoy2mqtt without hardware (`make demo`).
+//! It prints its URL and a token it accepts, then serves until stopped.
+
+mod sim;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let Some(fixture) = args.next() else {
+        eprintln!("usage: envoy_sim FIXTURE_DIR [CERT_DIR]");
+        std::process::exit(2);
+    };
+    let fixture = std::path::PathBuf::from(fixture);
+    let certs = args.next().map_or_else(
+        || std::env::temp_dir().join(format!("envoy_sim-{}", std::process::id())),
+        Into::into,
+    );
+    let info = std::fs::read_to_string(fixture.join("info")).unwrap_or_default();
+    let serial = info
+        .split("<sn>")
+        .nth(1)
+        .and_then(|s| s.split("</sn>").next())
+        .unwrap_or("000000000000")
+        .to_string();
+    let control = sim::Control::new(&serial);
+    control.lock().faults.rate = 0.5;
+    let server = sim::envoy(&fixture, &certs, control.clone());
+    println!("url {}", server.url());
+    println!(
+        "token {}",
+        control.issue_token(365 * 86_400, "demo@example.com")
+    );
+    loop {
+        std::thread::park();
+    }
+}
