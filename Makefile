@@ -15,10 +15,11 @@ build: ## debug build
 release: ## size-optimised release build (target/release/envoy2mqtt)
 	$(CARGO) build --release
 
-deps: ## install what the tests need (openssl, mosquitto) when it is missing
+deps: ## install what the tests need (openssl, mosquitto, mosquitto-clients) when it is missing
 	@missing=""; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

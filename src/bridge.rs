@@ -1,40 +1,80 @@
 //! The main loop: deadline timers for the raw and the data poll, one request at a time,
-//! back-off after failures, and what each poll publishes.
+//! back-off after failures, commands, signals, and what each poll publishes.
 //!
 //! Tick n of a period is due at start + n × period: a slow answer makes the loop skip
 //! ticks, never bunch them. When both polls are due, the data poll runs and its readings
-//! also feed the raw topics, so the Envoy sees one readings request per tick.
+//! also feed the raw topics, so the Envoy sees one readings request per tick. Between
+//! deadlines the loop pumps the MQTT connection (or sleeps, with `--dry-run`).
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::command::{self, Command};
 use crate::config::Config;
+use crate::discovery::{self, Device};
 use crate::envoy::Envoy;
 use crate::error::{Error, Result};
-use crate::message::{Message, Publisher};
-use crate::reading;
+use crate::message::{Health, Message, Publisher};
+use crate::mqtt::Session;
+use crate::reading::{self, Snapshot};
+use crate::{json, state};
 
-/// The longest pause after repeated failures.
+/// The longest pause after repeated Envoy failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// At most one poll asked by `P/command/sync` per this period.
+const SYNC_PERIOD: Duration = Duration::from_secs(10);
+/// The longest the loop waits before looking at signals again.
+const SLICE: Duration = Duration::from_millis(250);
+/// Where the discovery topics last published are remembered, to remove stale entities.
+const DISCOVERY_FILE: &str = "discovery.json";
 
-/// Where messages go: stdout for `--dry-run`.
-pub trait Sink {
+/// Where messages go: stdout for `--dry-run`, else the broker.
+pub trait Output {
     fn publish(&mut self, messages: &[Message]) -> Result<()>;
+    /// Waits until `until` (or a message arrives); returns what arrived.
+    fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)>;
+    /// Publishes `last`, delivers everything, and ends cleanly.
+    fn close(&mut self, last: &[Message]) -> Result<()>;
 }
 
 /// Prints `topic [retained] payload` lines.
 pub struct Stdout;
 
-impl Sink for Stdout {
+impl Output for Stdout {
     fn publish(&mut self, messages: &[Message]) -> Result<()> {
         let mut out = std::io::stdout().lock();
         for m in messages {
-            // A closed stdout (`| head`) ends the run like a broker that went away.
             writeln!(out, "{m}")
                 .map_err(|e| Error::File(format!("cannot write to standard output: {e}")))?;
         }
         out.flush()
             .map_err(|e| Error::File(format!("cannot write to standard output: {e}")))
+    }
+
+    fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)> {
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        Vec::new()
+    }
+
+    fn close(&mut self, last: &[Message]) -> Result<()> {
+        self.publish(last)
+    }
+}
+
+impl Output for Session {
+    fn publish(&mut self, messages: &[Message]) -> Result<()> {
+        Session::publish(self, messages);
+        Ok(())
+    }
+
+    fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)> {
+        self.pump(until)
+    }
+
+    fn close(&mut self, last: &[Message]) -> Result<()> {
+        Session::close(self, last)
     }
 }
 
@@ -50,131 +90,474 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(MAX_BACKOFF)
 }
 
-fn publisher(config: &Config, envoy: &Envoy) -> Publisher {
+fn publisher(config: &Config, serial: &str) -> Publisher {
     Publisher {
         prefix: config.mqtt.prefix.clone(),
-        serial: envoy.serial.clone(),
+        serial: serial.to_string(),
         format: config.mqtt.format,
         retain: config.mqtt.retain,
     }
 }
 
-/// One data poll: data messages, and raw ones from the same readings when `with_raw`.
-fn data_poll(
+fn client_id(config: &Config, serial: &str) -> String {
+    config
+        .mqtt
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("envoy2mqtt-{serial}"))
+}
+
+/// The discovery messages for `fields`, with removals of entities that are gone, and the
+/// remembered topic list updated (written only when it changed: flash wears).
+fn discovery(
     config: &Config,
-    envoy: &mut Envoy,
-    sink: &mut dyn Sink,
-    with_raw: bool,
-) -> Result<()> {
-    let snap = envoy.data()?;
-    let p = publisher(config, envoy);
-    let now = SystemTime::now();
-    let mut messages = p.data(&reading::data_fields(&snap), now);
-    if with_raw {
-        let raw = reading::raw_fields(&snap);
-        if !raw.is_empty() {
-            messages.extend(p.raw(&raw, now));
-        }
+    envoy: &Envoy,
+    fields: &[reading::Field],
+    expire_after: Option<u64>,
+) -> Result<Vec<Message>> {
+    if !config.ha_discovery {
+        return Ok(Vec::new());
     }
-    sink.publish(&messages)
-}
-
-fn raw_poll(config: &Config, envoy: &mut Envoy, sink: &mut dyn Sink) -> Result<()> {
-    let snap = envoy.raw()?;
-    let raw = reading::raw_fields(&snap);
-    if raw.is_empty() {
-        return Ok(());
+    let device = Device {
+        prefix: config.mqtt.prefix.clone(),
+        ha_prefix: config.ha_prefix.clone(),
+        serial: envoy.serial.clone(),
+        model: envoy.info.model().to_string(),
+        firmware: envoy.info.firmware.clone(),
+        format: config.mqtt.format,
+        expire_after,
+    };
+    let mut messages = discovery::messages(&device, fields);
+    let file = config.state_dir.join(DISCOVERY_FILE);
+    let before = state::read(&file)?
+        .map(|t| json::parse_strings(&t))
+        .unwrap_or_default();
+    let now: Vec<String> = messages.iter().map(|m| m.topic.clone()).collect();
+    messages.extend(discovery::removals(&before, &messages));
+    if before != now {
+        state::write(&file, json::strings(&now).as_bytes())?;
     }
-    sink.publish(&publisher(config, envoy).raw(&raw, SystemTime::now()))
+    Ok(messages)
 }
 
-/// `--once`: one data poll, published (no raw topics: live values are for the service).
-pub fn once(config: &Config, sink: &mut dyn Sink) -> Result<()> {
-    let mut envoy = Envoy::connect(config)?;
-    data_poll(config, &mut envoy, sink, false)
+fn health(
+    envoy: &Envoy,
+    errors: &[String],
+    last_sync: Option<SystemTime>,
+    next_sync: Option<SystemTime>,
+) -> Health {
+    Health {
+        last_sync,
+        next_sync,
+        errors: errors.to_vec(),
+        firmware: Some(envoy.info.firmware.clone()),
+        token_expires: envoy.token().map(|t| t.claims.exp),
+    }
 }
 
-/// The service: polls for ever (until the process is stopped).
-pub fn run(config: &Config, sink: &mut dyn Sink) -> Result<()> {
-    let mut envoy = connect_with_backoff(config);
-    let start = Instant::now();
-    let (mut next_data, mut next_raw) = (start, start);
-    let mut failures = 0u32;
-    let mut last_error = String::new();
-    loop {
-        let now = Instant::now();
-        let data_due = now >= next_data;
-        let raw_due = config.raw_interval.is_some() && now >= next_raw;
-        if data_due || raw_due {
-            let result = if data_due {
-                data_poll(config, &mut envoy, sink, config.raw_interval.is_some())
-            } else {
-                raw_poll(config, &mut envoy, sink)
-            };
-            let done = Instant::now();
-            match result {
-                Ok(()) => {
-                    if failures > 0 {
-                        log::info!("the Envoy answers again after {failures} failed polls");
-                    }
-                    failures = 0;
-                    last_error.clear();
-                }
-                Err(e @ Error::File(_)) => return Err(e),
-                Err(e) => {
-                    failures += 1;
-                    let pause = backoff(failures);
-                    // Each different error once at warn level: a 1 Hz poll must not flood the log.
-                    let text = e.to_string();
-                    if text != last_error {
-                        log::warn!("{text}");
-                        last_error = text;
-                    } else {
-                        log::debug!("{text} ({failures} failures in a row)");
-                    }
-                    log::debug!("pausing polls for {}", humantime::format_duration(pause));
-                    // Ticks inside the pause are skipped, not queued.
-                    next_raw = next_raw.max(done + pause);
-                    next_data = next_data.max(done + pause);
-                }
-            }
-            if data_due {
-                next_data = next_tick(
-                    start,
-                    config.data_interval,
-                    done.max(next_data - Duration::from_nanos(1)),
-                );
-            }
-            if let Some(period) = config.raw_interval {
-                if raw_due || data_due {
-                    next_raw =
-                        next_tick(start, period, done.max(next_raw - Duration::from_nanos(1)));
-                }
-            }
-            continue;
+/// `--once`: one data poll, published with the status and the discovery, then a clean
+/// disconnect. An Envoy failure is still reported in `P/status` before the exit with 1.
+pub fn once(config: &Config, dry_run: bool) -> Result<()> {
+    let polled =
+        Envoy::connect(config).and_then(|mut envoy| envoy.data().map(|snap| (envoy, snap)));
+    let serial = match &polled {
+        Ok((envoy, _)) => envoy.serial.clone(),
+        Err(_) => config
+            .envoy
+            .serial
+            .clone()
+            .unwrap_or_else(|| "unknown".into()),
+    };
+    let mut out: Box<dyn Output> = if dry_run {
+        Box::new(Stdout)
+    } else {
+        let mut session =
+            Session::new(&config.mqtt, &client_id(config, &serial), None, Vec::new())?;
+        session.connect()?;
+        Box::new(session)
+    };
+    let p = publisher(config, &serial);
+    let messages = match &polled {
+        Ok((envoy, snap)) => {
+            let fields = reading::data_fields(snap);
+            let now = SystemTime::now();
+            // Cron: entities expire after three missed runs (at least 15 minutes).
+            let expire = (3 * config.data_interval.as_secs()).max(900);
+            let mut m = p.data(&fields, now);
+            m.push(p.status(true, &health(envoy, &[], Some(now), None)));
+            m.extend(discovery(config, envoy, &fields, Some(expire))?);
+            m
         }
-        let wake = match config.raw_interval {
-            Some(_) => next_data.min(next_raw),
-            None => next_data,
+        Err(e) => vec![p.status(
+            false,
+            &Health {
+                errors: vec![e.to_string()],
+                ..Health::default()
+            },
+        )],
+    };
+    out.publish(&messages)?;
+    out.close(&[])?;
+    polled.map(|_| ())
+}
+
+/// SIGTERM/SIGINT (stop) and SIGHUP (reload), as flags.
+struct Signals {
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn register() -> Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let s = Signals {
+            stop: Arc::new(AtomicBool::new(false)),
+            reload: Arc::new(AtomicBool::new(false)),
         };
-        std::thread::sleep(wake.saturating_duration_since(now));
+        for (signal, flag) in [(SIGTERM, &s.stop), (SIGINT, &s.stop), (SIGHUP, &s.reload)] {
+            signal_hook::flag::register(signal, flag.clone())
+                .map_err(|e| Error::File(format!("cannot handle signal {signal}: {e}")))?;
+        }
+        Ok(s)
     }
 }
 
-/// Reaches the Envoy, retrying with back-off: a service starts before the Envoy does.
-fn connect_with_backoff(config: &Config) -> Envoy {
+/// The running service.
+struct Service<'a> {
+    config: Config,
+    envoy: Envoy,
+    out: Box<dyn Output>,
+    dry_run: bool,
+    reload: &'a dyn Fn() -> Result<Config>,
+    start: Instant,
+    next_data: Instant,
+    next_raw: Instant,
+    failures: u32,
+    errors: Vec<String>,
+    last_sync: Option<SystemTime>,
+    fields: Vec<String>,
+    discovery_at: Option<Instant>,
+    last_forced: Option<Instant>,
+}
+
+fn output(config: &Config, serial: &str, dry_run: bool) -> Result<Box<dyn Output>> {
+    if dry_run {
+        return Ok(Box::new(Stdout));
+    }
+    if config.mqtt.tls_insecure {
+        log::warn!("MQTT_TLS_INSECURE=true: any broker certificate is accepted");
+    }
+    let p = publisher(config, serial);
+    let mut session = Session::new(
+        &config.mqtt,
+        &client_id(config, serial),
+        Some(&p.availability(false)),
+        vec![p.availability(true)],
+    )?;
+    session.subscribe(command::subscriptions(
+        &config.mqtt.prefix,
+        config.ha_discovery.then_some(config.ha_prefix.as_str()),
+    ));
+    Ok(Box::new(session))
+}
+
+impl Service<'_> {
+    fn publisher(&self) -> Publisher {
+        publisher(&self.config, &self.envoy.serial)
+    }
+
+    fn publish(&mut self, messages: &[Message]) -> Result<()> {
+        self.out.publish(messages)
+    }
+
+    fn poll_data(&mut self, with_raw: bool) -> Result<()> {
+        let result = self.envoy.data();
+        let p = self.publisher();
+        let now = SystemTime::now();
+        let snap: Snapshot = match result {
+            Ok(s) => s,
+            Err(e) => {
+                self.note_error(&e);
+                let h = health(
+                    &self.envoy,
+                    &self.errors,
+                    self.last_sync,
+                    Some(self.next_sync()),
+                );
+                self.publish(&[p.status(false, &h)])?;
+                return Err(e);
+            }
+        };
+        let fields = reading::data_fields(&snap);
+        self.last_sync = Some(now);
+        let mut messages = p.data(&fields, now);
+        if with_raw {
+            let raw = reading::raw_fields(&snap);
+            if !raw.is_empty() {
+                messages.extend(p.raw(&raw, now));
+            }
+        }
+        let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
+        if names != self.fields {
+            self.fields = names;
+            messages.extend(discovery(&self.config, &self.envoy, &fields, None)?);
+        }
+        self.publish(&messages)
+    }
+
+    fn poll_raw(&mut self) -> Result<()> {
+        let snap = self.envoy.raw()?;
+        let raw = reading::raw_fields(&snap);
+        if raw.is_empty() {
+            return Ok(());
+        }
+        let messages = self.publisher().raw(&raw, SystemTime::now());
+        self.publish(&messages)
+    }
+
+    fn next_sync(&self) -> SystemTime {
+        SystemTime::now() + self.next_data.saturating_duration_since(Instant::now())
+    }
+
+    /// Remembers a distinct error for `P/status` (the five latest) and logs it once.
+    fn note_error(&mut self, e: &Error) {
+        let text = e.to_string();
+        if self.errors.last() != Some(&text) {
+            log::warn!("{text}");
+            self.errors.push(text);
+            if self.errors.len() > 5 {
+                self.errors.remove(0);
+            }
+        }
+    }
+
+    /// Runs what is due now; returns whether anything was.
+    fn tick(&mut self) -> Result<bool> {
+        let now = Instant::now();
+        let data_due = now >= self.next_data;
+        let raw_due = self.config.raw_interval.is_some() && now >= self.next_raw;
+        if self.discovery_at.is_some_and(|at| now >= at) {
+            self.discovery_at = None;
+            self.fields.clear(); // the next data poll sends the discovery again
+            self.next_data = self.next_data.min(now);
+            return Ok(true);
+        }
+        if !data_due && !raw_due {
+            return Ok(false);
+        }
+        let result = if data_due {
+            let raw = self.config.raw_interval.is_some();
+            self.poll_data(raw)
+        } else {
+            self.poll_raw()
+        };
+        let done = Instant::now();
+        match result {
+            Ok(()) => {
+                if self.failures > 0 {
+                    log::info!(
+                        "the Envoy answers again after {} failed polls",
+                        self.failures
+                    );
+                    self.errors.clear();
+                }
+                self.failures = 0;
+            }
+            Err(e @ Error::File(_)) => return Err(e),
+            Err(e) => {
+                self.note_error(&e);
+                self.failures += 1;
+                let pause = backoff(self.failures);
+                log::debug!("pausing polls for {}", humantime::format_duration(pause));
+                // Ticks inside the pause are skipped, not queued.
+                self.next_raw = self.next_raw.max(done + pause);
+                self.next_data = self.next_data.max(done + pause);
+            }
+        }
+        if data_due {
+            self.next_data = next_tick(
+                self.start,
+                self.config.data_interval,
+                done.max(self.next_data - Duration::from_nanos(1)),
+            );
+        }
+        if let Some(period) = self.config.raw_interval {
+            self.next_raw = next_tick(
+                self.start,
+                period,
+                done.max(self.next_raw - Duration::from_nanos(1)),
+            );
+        }
+        Ok(true)
+    }
+
+    fn command(&mut self, topic: &str, payload: &[u8]) {
+        let ha = self
+            .config
+            .ha_discovery
+            .then_some(self.config.ha_prefix.as_str());
+        match command::parse(&self.config.mqtt.prefix, ha, topic, payload) {
+            Command::Sync => {
+                let now = Instant::now();
+                let earliest = self.last_forced.map_or(now, |t| (t + SYNC_PERIOD).max(now));
+                if earliest < self.next_data {
+                    self.next_data = earliest;
+                    self.last_forced = Some(earliest);
+                    log::info!("sync asked: polling the Envoy");
+                } else {
+                    log::debug!("sync asked: a poll is already due");
+                }
+            }
+            Command::Reload => self.reload(),
+            Command::HomeAssistantOnline => {
+                // 1 to 5 s, so that many bridges do not answer Home Assistant at once.
+                let jitter = SystemTime::UNIX_EPOCH
+                    .elapsed()
+                    .map_or(0, |d| d.subsec_nanos())
+                    % 4000;
+                let delay = Duration::from_millis(1000 + u64::from(jitter));
+                log::info!(
+                    "Home Assistant is online: discovery again in {} ms",
+                    delay.as_millis()
+                );
+                self.discovery_at = Some(Instant::now() + delay);
+            }
+            Command::Unknown(what) => log::info!("ignored unknown command or message: {what}"),
+        }
+    }
+
+    /// Reads the configuration again; reconnects what changed.
+    fn reload(&mut self) {
+        let new = match (self.reload)() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload refused, the running configuration stays: {e}");
+                return;
+            }
+        };
+        log::info!("configuration reloaded");
+        if new.envoy != self.config.envoy || new.state_dir != self.config.state_dir {
+            match Envoy::connect(&new) {
+                Ok(envoy) => self.envoy = envoy,
+                Err(e) => {
+                    log::error!("reload: {e}; the running configuration stays");
+                    return;
+                }
+            }
+        }
+        if new.mqtt != self.config.mqtt
+            || new.ha_discovery != self.config.ha_discovery
+            || new.ha_prefix != self.config.ha_prefix
+        {
+            let old = self.publisher().availability(false);
+            if let Err(e) = self.out.close(&[old]) {
+                log::warn!("{e}");
+            }
+            match output(&new, &self.envoy.serial, self.dry_run) {
+                Ok(out) => self.out = out,
+                Err(e) => {
+                    log::error!("reload: {e}; the running configuration stays");
+                    if let Ok(out) = output(&self.config, &self.envoy.serial, self.dry_run) {
+                        self.out = out;
+                    }
+                    return;
+                }
+            }
+        }
+        self.config = new;
+        self.start = Instant::now();
+        self.next_data = self.start;
+        self.next_raw = self.start;
+        self.fields.clear();
+    }
+}
+
+/// Reaches the Envoy, retrying with back-off (a service starts before the Envoy does);
+/// `None` when asked to stop meanwhile.
+fn connect_with_backoff(config: &Config, signals: &Signals) -> Option<Envoy> {
     let mut failures = 0;
     loop {
         match Envoy::connect(config) {
-            Ok(envoy) => return envoy,
+            Ok(envoy) => return Some(envoy),
             Err(e) => {
                 failures += 1;
                 let pause = backoff(failures);
                 log::warn!("{e}; trying again in {}", humantime::format_duration(pause));
-                std::thread::sleep(pause);
+                let until = Instant::now() + pause;
+                while Instant::now() < until {
+                    if signals.stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    std::thread::sleep(SLICE.min(until.saturating_duration_since(Instant::now())));
+                }
             }
         }
     }
+}
+
+/// The service: polls and publishes until SIGTERM or SIGINT; SIGHUP and
+/// `P/command/reload` call `reload` and apply the new configuration.
+pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -> Result<()> {
+    let signals = Signals::register()?;
+    let Some(envoy) = connect_with_backoff(&config, &signals) else {
+        return Ok(());
+    };
+    let out = output(&config, &envoy.serial, dry_run)?;
+    let start = Instant::now();
+    let mut service = Service {
+        config,
+        envoy,
+        out,
+        dry_run,
+        reload,
+        start,
+        next_data: start,
+        next_raw: start,
+        failures: 0,
+        errors: Vec::new(),
+        last_sync: None,
+        fields: Vec::new(),
+        discovery_at: None,
+        last_forced: None,
+    };
+    loop {
+        if signals.stop.swap(false, Ordering::Relaxed) {
+            log::info!("stopping");
+            let offline = service.publisher().availability(false);
+            return service.out.close(&[offline]);
+        }
+        if signals.reload.swap(false, Ordering::Relaxed) {
+            service.reload();
+        }
+        if service.tick()? {
+            continue;
+        }
+        let mut wake = service.next_data;
+        if service.config.raw_interval.is_some() {
+            wake = wake.min(service.next_raw);
+        }
+        if let Some(at) = service.discovery_at {
+            wake = wake.min(at);
+        }
+        let until = wake.min(Instant::now() + SLICE);
+        for (topic, payload) in service.out.wait(until) {
+            service.command(&topic, &payload);
+        }
+    }
+}
+
+/// `--check`'s broker line: connects and disconnects cleanly.
+pub fn check_broker(config: &Config) -> Result<String> {
+    let id = format!("envoy2mqtt-check-{}", std::process::id());
+    let mut session = Session::new(&config.mqtt, &id, None, Vec::new())?;
+    session.connect()?;
+    session.close(&[])?;
+    Ok(format!(
+        "{}:{}{} accepted the connection",
+        config.mqtt.host,
+        config.mqtt.port,
+        if config.mqtt.tls { " (TLS)" } else { "" }
+    ))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `--check`: a readable report on the configuration, the Envoy (reachability, firmware,
-//! certificate, token, meters, a sample of readings), and the broker.
+//! certificate, token, meters, a sample of readings), and the broker (a clean connect).
 //!
 //! Returns whether everything needed works; `main` turns that into exit code 0 or 1.
 
@@ -29,10 +29,13 @@ pub fn run(config: &Config, sources: &Sources) -> Result<bool> {
             false
         }
     };
-    let _ = writeln!(
-        out,
-        "\nbroker: not checked (this version publishes with --dry-run only)"
-    );
+    let broker = crate::bridge::check_broker(config);
+    let line = match &broker {
+        Ok(line) => line.clone(),
+        Err(e) => format!("FAILED: {e}"),
+    };
+    let _ = writeln!(out, "\nbroker: {line}");
+    let ok = ok && broker.is_ok();
     let _ = writeln!(out, "\nresult: {}", if ok { "ok" } else { "FAILED" });
     print!("{out}");
     Ok(ok)

@@ -189,7 +189,7 @@ pub enum Format {
 }
 
 /// Where the Envoy is and how to get in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EnvoyConfig {
     /// `https://host[:port]` (or `http://` for old firmware), no trailing slash.
     pub url: String,
@@ -205,7 +205,7 @@ pub struct EnvoyConfig {
 }
 
 /// The broker and how messages are written.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MqttConfig {
     pub host: String,
     pub port: u16,
@@ -260,7 +260,7 @@ impl fmt::Display for Origin {
 }
 
 /// The raw values, before validation: each setting's text and where it came from.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Sources {
     values: BTreeMap<&'static str, (String, Origin)>,
 }

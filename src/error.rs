@@ -25,6 +25,8 @@ pub enum Error {
     Token(String),
     /// The Envoy's certificate is not the pinned one.
     Certificate(String),
+    /// The broker could not be reached, refused us, or lost messages.
+    Broker(String),
     /// A file in `STATE_DIR` (or a `--diagnose` folder) could not be read or written.
     File(String),
 }
@@ -68,6 +70,7 @@ impl fmt::Display for Error {
             Error::Envoy(msg) => write!(f, "envoy: {msg}"),
             Error::Token(msg) => write!(f, "token: {msg}"),
             Error::Certificate(msg) => write!(f, "certificate: {msg}"),
+            Error::Broker(msg) => write!(f, "mqtt: {msg}"),
             Error::File(msg) => write!(f, "file: {msg}"),
         }
     }

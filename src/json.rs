@@ -181,6 +181,103 @@ pub fn payload(value: Value, unit: Option<&str>, timestamp: &str, serial: &str) 
     serde_json::to_string(&p).unwrap_or_default()
 }
 
+/// One Home Assistant entity, as [`discovery`](crate::discovery) decided it.
+pub struct Entity<'a> {
+    pub name: String,
+    pub unique_id: String,
+    pub default_entity_id: String,
+    pub state_topic: String,
+    pub value_template: Option<String>,
+    pub device_class: Option<&'static str>,
+    pub unit_of_measurement: Option<&'static str>,
+    pub state_class: Option<&'static str>,
+    pub entity_category: Option<&'static str>,
+    pub payload_on: Option<&'static str>,
+    pub payload_off: Option<&'static str>,
+    pub availability_topic: Option<String>,
+    pub expire_after: Option<u64>,
+    pub serial: &'a str,
+    pub model: &'a str,
+    pub firmware: &'a str,
+    pub node: String,
+}
+
+/// The discovery config payload of an entity.
+pub fn entity(e: &Entity) -> String {
+    let mut map = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            map.insert(k.to_string(), v);
+        }
+    };
+    put("name", Some(e.name.clone().into()));
+    put("unique_id", Some(e.unique_id.clone().into()));
+    put(
+        "default_entity_id",
+        Some(e.default_entity_id.clone().into()),
+    );
+    put("state_topic", Some(e.state_topic.clone().into()));
+    put("value_template", e.value_template.clone().map(Value::from));
+    put("device_class", e.device_class.map(Value::from));
+    put(
+        "unit_of_measurement",
+        e.unit_of_measurement.map(Value::from),
+    );
+    put("state_class", e.state_class.map(Value::from));
+    put("entity_category", e.entity_category.map(Value::from));
+    put("payload_on", e.payload_on.map(Value::from));
+    put("payload_off", e.payload_off.map(Value::from));
+    put(
+        "availability_topic",
+        e.availability_topic.clone().map(Value::from),
+    );
+    put("expire_after", e.expire_after.map(Value::from));
+    put(
+        "device",
+        Some(serde_json::json!({
+            "identifiers": [e.node],
+            "name": format!("Envoy {}", e.serial),
+            "manufacturer": "Enphase",
+            "model": e.model,
+            "sw_version": e.firmware,
+            "serial_number": e.serial,
+        })),
+    );
+    put(
+        "origin",
+        Some(serde_json::json!({"name": "envoy2mqtt", "sw_version": env!("CARGO_PKG_VERSION")})),
+    );
+    Value::Object(map).to_string()
+}
+
+/// The `P/status` payload (§3.4).
+#[derive(serde::Serialize)]
+pub struct Status<'a> {
+    pub status: &'a str,
+    pub last_sync: Option<String>,
+    pub next_sync: Option<String>,
+    pub envoy_count: u32,
+    pub errors: &'a [String],
+    pub version: &'a str,
+    pub firmware: Option<&'a str>,
+    pub token_expires: Option<String>,
+}
+
+/// Serializes a status.
+pub fn status(s: &Status) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// A list of strings as JSON (the remembered discovery topics).
+pub fn strings(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_default()
+}
+
+/// Reads a list of strings; anything else is an empty list.
+pub fn parse_strings(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
 /// The `_log.json` of a `--diagnose` capture, in the fixtures' format: `{"headers", "code"}`.
 pub fn reply_log(status: u16, headers: &[(String, String)]) -> String {
     let headers: Map<String, Value> = headers

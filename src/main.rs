@@ -5,12 +5,13 @@
 //! - [`cli`]: the command line; [`config`]: every setting, validated once; [`error`]: the
 //!   one error type, whose kind decides the exit code.
 //! - Edges that do I/O: [`envoy`] (the HTTPS client, with [`connector`] and [`certificate`]
-//!   for the self-signed certificate, [`token`] and [`cloud`] for the JWT), [`state`]
-//!   (0600 files in `STATE_DIR`), [`bridge`] (the loop and the output), [`check`] and
-//!   [`diagnose`] (the reports).
+//!   for the self-signed certificate, [`token`] and [`cloud`] for the JWT), [`mqtt`] (the
+//!   broker session), [`state`] (0600 files in `STATE_DIR`), [`bridge`] (the loop, signals,
+//!   `--once`), [`check`] and [`diagnose`] (the reports).
 //! - The pure core: [`info`] (`/info` XML), [`jwt`] (token claims), [`json`] (all JSON),
-//!   [`reading`] (meters and readings → fields), [`message`] (fields → topics and payloads),
-//!   [`tariff`] (off-peak windows).
+//!   [`reading`] (meters and readings → fields), [`message`] (fields → topics and payloads,
+//!   status), [`discovery`] (Home Assistant), [`command`] (incoming commands), [`tariff`]
+//!   (off-peak windows).
 //!
 //! `main` only parses, runs and maps errors to exit codes: 0 ok, 1 runtime, 2 configuration.
 
@@ -19,15 +20,18 @@ mod certificate;
 mod check;
 mod cli;
 mod cloud;
+mod command;
 mod config;
 mod connector;
 mod diagnose;
+mod discovery;
 mod envoy;
 mod error;
 mod info;
 mod json;
 mod jwt;
 mod message;
+mod mqtt;
 mod reading;
 mod state;
 mod tariff;
@@ -80,18 +84,19 @@ fn run() -> Result<ExitCode> {
             }
         }
         Command::Diagnose(dir) => diagnose::run(&load(args.flags, file)?.0, &dir)?,
-        Command::Run { dry_run: false, .. } => {
-            load(args.flags, file)?;
-            return Err(Error::Usage(
-                "publishing to MQTT is not built yet: run with --dry-run to print the messages"
-                    .into(),
-            ));
-        }
-        Command::Run { once: true, .. } => {
-            bridge::once(&load(args.flags, file)?.0, &mut bridge::Stdout)?
-        }
-        Command::Run { once: false, .. } => {
-            bridge::run(&load(args.flags, file)?.0, &mut bridge::Stdout)?
+        Command::Run {
+            once: true,
+            dry_run,
+        } => bridge::once(&load(args.flags, file)?.0, dry_run)?,
+        Command::Run {
+            once: false,
+            dry_run,
+        } => {
+            let flags = args.flags.clone();
+            let config = load(args.flags, file)?.0;
+            // SIGHUP and P/command/reload: the same flags, the environment and the file, again.
+            let reload = || load(flags.clone(), file).map(|(c, _)| c);
+            bridge::run(config, dry_run, &reload)?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -106,6 +106,53 @@ impl Publisher {
     }
 }
 
+/// What `P/status` reports (§3.4).
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub last_sync: Option<SystemTime>,
+    pub next_sync: Option<SystemTime>,
+    /// The latest distinct errors, newest last.
+    pub errors: Vec<String>,
+    pub firmware: Option<String>,
+    pub token_expires: Option<i64>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Publisher {
+    /// `P/S/status`: `online` / `offline`, retained (the last will is the `offline` one).
+    pub fn availability(&self, online: bool) -> Message {
+        Message {
+            topic: format!("{}/{}/status", self.prefix, self.serial),
+            payload: if online { "online" } else { "offline" }.to_string(),
+            retain: true,
+        }
+    }
+
+    /// `P/status`: JSON, retained; `ok` tells whether the last poll worked.
+    pub fn status(&self, ok: bool, health: &Health) -> Message {
+        let status = json::Status {
+            status: if ok { "ok" } else { "error" },
+            last_sync: health.last_sync.map(rfc3339),
+            next_sync: health.next_sync.map(rfc3339),
+            envoy_count: 1,
+            errors: &health.errors,
+            version: env!("CARGO_PKG_VERSION"),
+            firmware: health.firmware.as_deref(),
+            token_expires: health
+                .token_expires
+                .map(|t| rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))),
+        };
+        Message {
+            topic: format!("{}/status", self.prefix),
+            payload: json::status(&status),
+            retain: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +173,34 @@ mod tests {
             value,
             unit,
         }
+    }
+
+    #[test]
+    fn status_and_availability() {
+        let p = publisher(Format::Simple, false);
+        let on = p.availability(true);
+        assert_eq!(
+            on.to_string(),
+            "envoy/122238082763/status [retained] online"
+        );
+        assert_eq!(p.availability(false).payload, "offline");
+        let health = Health {
+            last_sync: Some(UNIX_EPOCH + Duration::from_secs(1_768_473_000)),
+            next_sync: None,
+            errors: vec!["envoy: HTTP 503".into()],
+            firmware: Some("D7.6.175".into()),
+            token_expires: Some(1_800_000_000),
+        };
+        let s = p.status(false, &health);
+        assert_eq!(s.topic, "envoy/status");
+        assert!(s.retain, "retained even when MQTT_RETAIN is false");
+        assert_eq!(
+            s.payload,
+            format!(
+                r#"{{"status":"error","last_sync":"2026-01-15T10:30:00Z","next_sync":null,"envoy_count":1,"errors":["envoy: HTTP 503"],"version":"{}","firmware":"D7.6.175","token_expires":"2027-01-15T08:00:00Z"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        );
     }
 
     #[test]

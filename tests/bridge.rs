@@ -135,6 +135,14 @@ fn normalize(out: &str) -> String {
         .collect()
 }
 
+/// The `P/S/data` and `P/S/raw` lines of an output (no status, no discovery).
+fn data_lines(out: &str) -> String {
+    out.lines()
+        .filter(|l| l.contains("/data/") || l.contains("/raw/"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// A running bridge whose output lines are collected.
 struct Daemon {
     child: Child,
@@ -219,6 +227,7 @@ fn golden_messages_for_every_fixture() {
                     ("ENVOY_TOKEN", &e.token),
                     ("STATE_DIR", state.0.to_str().unwrap()),
                     ("MQTT_FORMAT", format),
+                    ("HA_DISCOVERY", "false"),
                 ],
                 &["--once", "--dry-run"],
             );
@@ -227,7 +236,7 @@ fn golden_messages_for_every_fixture() {
                 "{variant} {format}: {}",
                 text(&out.stderr)
             );
-            let got = normalize(&text(&out.stdout));
+            let got = normalize(&data_lines(&text(&out.stdout)));
             let file = golden.join(format!("{variant}.{format}"));
             if update {
                 std::fs::create_dir_all(&golden).unwrap();
@@ -537,10 +546,16 @@ fn secrets_never_leave() {
     let mut env = cloud_env(&e, &state, &cloud, ca.to_str().unwrap());
     env.push(("LOG_LEVEL", "trace".into()));
     env.push(("MQTT_PASSWORD", "mqtt-SECRET-5531".into()));
+    env.push(("MQTT_USERNAME", "bridge".into()));
+    env.push(("MQTT_HOST", "127.0.0.1".into()));
+    let broker = Mosquitto::start("allow_anonymous true");
+    env.push(("MQTT_PORT", broker.port()));
+    let sub = Subscriber::start(&broker, &[]);
     let env = pairs(&env);
     let mut seen = String::new();
     for args in [
         &["--once", "--dry-run"][..],
+        &["--once"],
         &["--check"],
         &["--diagnose", diag.0.to_str().unwrap()],
     ] {
@@ -563,8 +578,12 @@ fn secrets_never_leave() {
             }
         }
     }
+    assert!(sub.wait_until(Duration::from_secs(3), |s| s.len() > 30));
+    for m in sub.seen() {
+        seen += &format!("{} {}\n", m.topic, m.payload);
+    }
     assert!(
-        seen.contains("ivp_meters") || seen.contains("production"),
+        seen.contains("measurementType") && seen.contains("/data/prod_eim_wNow"),
         "the search saw the output"
     );
     for secret in ["pw-SECRET-8412", "mqtt-SECRET-5531", token.trim()]
@@ -656,7 +675,12 @@ fn bad_answers_are_skipped_and_the_bridge_recovers() {
         }
         let out = run(&env, &["--once", "--dry-run"]);
         assert_eq!(out.status.code(), Some(1), "{fault}");
-        assert!(out.stdout.is_empty(), "{fault}");
+        let printed = text(&out.stdout);
+        assert!(!printed.contains("/data/"), "{fault}: nothing published");
+        assert!(
+            printed.starts_with(r#"envoy/status [retained] {"status":"error""#),
+            "{fault}: {printed}"
+        );
         let err = text(&out.stderr);
         let last = err.trim().lines().last().unwrap();
         assert!(last.starts_with("envoy2mqtt: envoy:"), "{fault}: {err}");
@@ -690,7 +714,7 @@ fn bad_answers_are_skipped_and_the_bridge_recovers() {
     assert!(
         d.stdout()
             .iter()
-            .all(|l| !l.contains("NaN") && !l.contains("nul"))
+            .all(|l| !l.contains("NaN") && !l.contains("activePower"))
     );
 }
 
@@ -698,12 +722,9 @@ fn bad_answers_are_skipped_and_the_bridge_recovers() {
 fn check_report_and_diagnose() {
     let e = envoy("7.6.175_with_cts_3phase");
     let state = Tmp::new("state");
-    let env = [
-        ("ENVOY_HOST", e.server.url()),
-        ("ENVOY_TOKEN", e.token.clone()),
-        ("STATE_DIR", state.0.to_str().unwrap().into()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let env = bridge_env(&e, &broker, &state);
+    let env = pairs(&env);
     let out = run(&env, &["--check"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
@@ -714,6 +735,7 @@ fn check_report_and_diagnose() {
         "production         eid 704643328: enabled, 3 phases",
         "net-consumption    eid 704643584: enabled, 3 phases",
         "ENVOY_TOKEN                (set)  (environment)",
+        &format!("broker: 127.0.0.1:{} accepted the connection", broker.port),
         "result: ok",
     ] {
         assert!(report.contains(want), "{want}:\n{report}");
@@ -741,4 +763,869 @@ fn check_report_and_diagnose() {
     let log = std::fs::read_to_string(diag.path("ivp_meters_readings_log.json")).unwrap();
     assert!(log.contains("\"code\": 200"), "{log}");
     assert!(diag.path("info").exists() && diag.path("api_v1_production").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// The MQTT side: a real mosquitto per test, on a free loopback port, with its own config.
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "mosquitto did not start on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The name of the user running the tests.
+fn user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    text(&out.stdout).trim().to_string()
+}
+
+/// A mosquitto broker.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    conf: PathBuf,
+    _dir: Tmp,
+}
+
+impl Mosquitto {
+    /// `extra`: lines added to the listener's configuration (TLS, passwords...).
+    fn start(extra: &str) -> Mosquitto {
+        let dir = Tmp::new("mosquitto");
+        let port = free_port();
+        let conf = dir.path("mosquitto.conf");
+        let extra = extra.replace("{dir}", dir.0.to_str().unwrap());
+        std::fs::write(
+            &conf,
+            // As root, mosquitto would switch to its own user, which cannot read the test's files.
+            format!("user {}\nper_listener_settings false\npersistence false\nlog_dest none\nlistener {port} 127.0.0.1\n{extra}\n", user()),
+        )
+        .unwrap();
+        let child = Self::spawn(&conf);
+        wait_for_port(port);
+        Mosquitto {
+            child,
+            port,
+            conf,
+            dir,
+        }
+    }
+
+    fn spawn(conf: &Path) -> Child {
+        let bin = if Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        };
+        Command::new(bin)
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops and starts again on the same port: retained messages are gone (no persistence).
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(&self.conf);
+        wait_for_port(self.port);
+    }
+
+    fn port(&self) -> String {
+        self.port.to_string()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One message a subscriber saw.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    retained: bool,
+    topic: String,
+    payload: String,
+}
+
+/// `mosquitto_sub -t '#'` with MQTT 5 retain-as-published, so the retained flag is the
+/// publisher's even on live messages.
+struct Subscriber {
+    child: Child,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Subscriber {
+    fn start(broker: &Mosquitto, extra: &[&str]) -> Subscriber {
+        let mut child = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker.port(),
+                "-V",
+                "mqttv5",
+                "--retain-as-published",
+            ])
+            .args(["-t", "#", "-F", "%r %t %p"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut parts = line.splitn(3, ' ');
+                let retained = parts.next() == Some("1");
+                let topic = parts.next().unwrap_or_default().to_string();
+                let payload = parts.next().unwrap_or_default().to_string();
+                s.lock().unwrap().push(Seen {
+                    at: Instant::now(),
+                    retained,
+                    topic,
+                    payload,
+                });
+            }
+        });
+        // The subscription is in place once a probe message comes back.
+        let probe = format!("probe/{}", free_port());
+        let sub = Subscriber { child, seen };
+        let ok = sub.wait_until(Duration::from_secs(5), |s| {
+            publish(broker, &probe, "x", &[]);
+            s.iter().any(|m| m.topic == probe)
+        });
+        assert!(ok, "mosquitto_sub did not subscribe");
+        sub
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| !m.topic.starts_with("probe/"))
+            .cloned()
+            .collect()
+    }
+
+    fn wait_until(&self, limit: Duration, done: impl Fn(&[Seen]) -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            // A copy: `done` may look at the subscriber again.
+            let seen = self.seen.lock().unwrap().clone();
+            if done(&seen) {
+                return true;
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last payload and retained flag seen on `topic`.
+    fn last(&self, topic: &str) -> Option<(bool, String)> {
+        self.seen()
+            .iter()
+            .rev()
+            .find(|m| m.topic == topic)
+            .map(|m| (m.retained, m.payload.clone()))
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn publish(broker: &Mosquitto, topic: &str, payload: &str, extra: &[&str]) {
+    let ok = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port(),
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ])
+        .args(extra)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// The bridge's environment for an Envoy and a broker.
+fn bridge_env(e: &Envoy, broker: &Mosquitto, state: &Tmp) -> Vec<(&'static str, String)> {
+    vec![
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().to_string()),
+        ("MQTT_HOST", "127.0.0.1".into()),
+        ("MQTT_PORT", broker.port()),
+    ]
+}
+
+fn with(
+    mut env: Vec<(&'static str, String)>,
+    more: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    env.extend(more.iter().map(|(k, v)| (*k, v.to_string())));
+    env
+}
+
+#[test]
+fn once_publishes_what_dry_run_prints_retained_then_disconnects_cleanly() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    for format in ["simple", "json"] {
+        let state = Tmp::new("state");
+        let env = with(bridge_env(&e, &broker, &state), &[("MQTT_FORMAT", format)]);
+        let early = Subscriber::start(&broker, &[]);
+        let out = run(&pairs(&env), &["--once"]);
+        assert!(out.status.success(), "{format}: {}", text(&out.stderr));
+        // Everything is delivered before the exit: a late subscriber sees it all, retained.
+        let late = Subscriber::start(&broker, &[]);
+        let golden = std::fs::read_to_string(format!(
+            "{}/tests/golden/7.6.175_with_cts.{format}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let mut want: Vec<&str> = golden.lines().collect();
+        let data = |s: &[Seen]| s.iter().filter(|m| m.topic.contains("/data/")).count();
+        assert!(late.wait_until(Duration::from_secs(5), |s| data(s) >= want.len()));
+        let lines: String = late
+            .seen()
+            .iter()
+            .filter(|m| m.topic.contains("/data/"))
+            .map(|m| {
+                format!(
+                    "{} {}{}\n",
+                    m.topic,
+                    if m.retained { "[retained] " } else { "" },
+                    m.payload
+                )
+            })
+            .collect();
+        let normalized = normalize(&lines);
+        let mut got: Vec<&str> = normalized.lines().collect();
+        got.sort();
+        want.sort();
+        assert_eq!(
+            got, want,
+            "{format}: the broker holds exactly the golden messages"
+        );
+
+        // P/status and discovery are retained; no availability from cron; no raw topics.
+        let status = late.last("envoy/status").expect("P/status");
+        assert!(
+            status.0 && status.1.starts_with(r#"{"status":"ok","last_sync":""#),
+            "{status:?}"
+        );
+        assert!(
+            late.last("envoy/122238082763/status").is_none(),
+            "--once publishes no availability"
+        );
+        let config = late
+            .last("homeassistant/sensor/envoy2mqtt_122238082763/prod_eim_kwhLifetime/config")
+            .expect("discovery");
+        assert!(
+            config.0 && config.1.contains(r#""expire_after":900"#),
+            "{config:?}"
+        );
+        assert!(early.seen().iter().all(|m| !m.topic.contains("/raw/")));
+        assert!(
+            early
+                .seen()
+                .iter()
+                .filter(|m| m.topic.contains("/data/"))
+                .all(|m| m.retained)
+        );
+        // Clean disconnect: mosquitto would have sent no last will anyway (none is set);
+        // the process exits 0 only once every QoS 1 message was acknowledged.
+        publish(&broker, "envoy/status", "", &["-r"]); // clear for the next format
+        for m in late.seen() {
+            publish(&broker, &m.topic, "", &["-r"]);
+        }
+    }
+}
+
+#[test]
+fn service_publishes_raw_unretained_data_retained_and_availability() {
+    let e = envoy("7.6.175_with_cts_3phase");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("DATA_INTERVAL_SECONDS", "60"),
+        ],
+    );
+    let mut d = Daemon::start(&pairs(&env), &[]);
+    let raw = |s: &[Seen]| {
+        s.iter()
+            .filter(|m| m.topic == "envoy/122238082763/raw/prod_eim_wNow")
+            .count()
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(8), |s| raw(s) >= 3),
+        "{}",
+        d.stderr()
+    );
+    let seen = sub.seen();
+    assert_eq!(
+        sub.last("envoy/122238082763/status"),
+        Some((true, "online".into()))
+    );
+    for m in &seen {
+        let retained = m.topic.contains("/data/")
+            || m.topic.ends_with("/config")
+            || m.topic.ends_with("status");
+        assert_eq!(m.retained, retained, "{m:?}");
+    }
+    for field in [
+        "prod_eim_wNow",
+        "conso_net_eim_wNow",
+        "conso_all_eim_wNow",
+        "timestamp",
+    ] {
+        assert!(
+            seen.iter()
+                .any(|m| m.topic == format!("envoy/122238082763/raw/{field}")),
+            "raw {field}"
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|m| m.topic == "envoy/122238082763/data/prod_eim_voltage_l3"
+                && m.payload == "11.469")
+    );
+    let config = sub
+        .last("homeassistant/sensor/envoy2mqtt_122238082763/prod_eim_wNow/config")
+        .unwrap()
+        .1;
+    assert!(
+        config.contains(r#""availability_topic":"envoy/122238082763/status""#),
+        "{config}"
+    );
+
+    // SIGTERM: offline, retained, and exit 0.
+    let pid = d.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status:?} {}", d.stderr());
+    assert!(sub.wait_until(
+        Duration::from_secs(3),
+        |_| sub.last("envoy/122238082763/status") == Some((true, "offline".into()))
+    ));
+}
+
+#[test]
+fn kill_9_makes_the_broker_deliver_the_last_will() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[("RAW_DATA_INTERVAL_SECONDS", "0")],
+    );
+    let mut d = Daemon::start(&pairs(&env), &[]);
+    assert!(sub.wait_until(
+        Duration::from_secs(8),
+        |_| sub.last("envoy/122238082763/status") == Some((true, "online".into()))
+    ));
+    d.child.kill().unwrap();
+    let _ = d.child.wait();
+    assert!(
+        sub.wait_until(Duration::from_secs(5), |_| sub
+            .last("envoy/122238082763/status")
+            == Some((true, "offline".into()))),
+        "the last will"
+    );
+}
+
+#[test]
+fn sixty_seconds_of_raw_ticks_without_drift() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let _d = Daemon::start(&pairs(&env), &[]);
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(60));
+    let seen = sub.seen();
+    let window: Vec<&Seen> = seen
+        .iter()
+        .filter(|m| m.at >= start && m.at < start + Duration::from_secs(60))
+        .collect();
+    for field in [
+        "prod_eim_wNow",
+        "conso_net_eim_wNow",
+        "conso_all_eim_wNow",
+        "timestamp",
+    ] {
+        let n = window
+            .iter()
+            .filter(|m| m.topic == format!("envoy/122238082763/raw/{field}"))
+            .count();
+        println!("raw {field}: {n} messages in 60 s");
+        assert!((59..=61).contains(&n), "{field}: {n}");
+    }
+    // No drift: the n-th tick arrives n seconds after the first, within 200 ms.
+    let ticks: Vec<Instant> = seen
+        .iter()
+        .filter(|m| m.topic == "envoy/122238082763/raw/timestamp")
+        .map(|m| m.at)
+        .collect();
+    let worst = ticks
+        .iter()
+        .enumerate()
+        .map(|(n, t)| (t.duration_since(ticks[0]).as_secs_f64() - n as f64).abs())
+        .fold(0.0, f64::max);
+    println!(
+        "worst tick offset over {} ticks: {:.1} ms",
+        ticks.len(),
+        worst * 1000.0
+    );
+    assert!(worst < 0.2, "drift {worst} s");
+}
+
+#[test]
+fn broker_restart_brings_back_availability_and_retained_state() {
+    let e = envoy("7.6.175_with_cts");
+    let mut broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[("RAW_DATA_INTERVAL_SECONDS", "1")],
+    );
+    let d = Daemon::start(&pairs(&env), &[]);
+    let sub = Subscriber::start(&broker, &[]);
+    assert!(sub.wait_until(Duration::from_secs(8), |_| {
+        sub.last("envoy/122238082763/data/prod_eim_wNow").is_some()
+    }));
+    drop(sub);
+    broker.restart(); // no persistence: every retained message is gone
+    std::thread::sleep(Duration::from_secs(3));
+    let late = Subscriber::start(&broker, &[]);
+    let retained_data = |s: &[Seen]| {
+        s.iter()
+            .filter(|m| m.retained && m.topic.contains("/data/"))
+            .count()
+    };
+    assert!(
+        late.wait_until(Duration::from_secs(15), |s| retained_data(s) >= 30),
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(
+        late.last("envoy/122238082763/status"),
+        Some((true, "online".into()))
+    );
+    assert!(
+        late.last("homeassistant/sensor/envoy2mqtt_122238082763/import_eim_kwhLifetime/config")
+            .is_some()
+    );
+}
+
+#[test]
+fn sync_command_polls_now_and_is_rate_limited() {
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "1h"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&env), &[]);
+    let polls = || c.count("GET /api/v1/production");
+    assert!(d.wait_until(Duration::from_secs(8), |_| polls() == 1));
+    std::thread::sleep(Duration::from_millis(500));
+    let before = sub.seen().len();
+    let asked = Instant::now();
+    publish(&broker, "envoy/command/sync", "", &[]);
+    assert!(sub.wait_until(Duration::from_secs(2), |s| {
+        s[before..]
+            .iter()
+            .any(|m| m.topic.ends_with("/data/prod_eim_wNow"))
+    }));
+    println!("sync answered in {} ms", asked.elapsed().as_millis());
+    assert_eq!(polls(), 2);
+
+    // 100 commands in a second: at most one more poll in the 10 s period.
+    for i in 0..100 {
+        publish(&broker, "envoy/command/sync", &i.to_string(), &[]);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(polls() <= 3, "{} polls", polls());
+    publish(&broker, "envoy/command/nonsense", "boom", &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        d.stderr()
+            .contains("ignored unknown command or message: envoy/command/nonsense"),
+        "{}",
+        d.stderr()
+    );
+}
+
+#[test]
+fn home_assistant_birth_resends_discovery() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[("RAW_DATA_INTERVAL_SECONDS", "0")],
+    );
+    let _d = Daemon::start(&pairs(&env), &[]);
+    let topic = "homeassistant/sensor/envoy2mqtt_122238082763/prod_eim_wNow/config";
+    let count = |s: &[Seen]| s.iter().filter(|m| m.topic == topic).count();
+    assert!(sub.wait_until(Duration::from_secs(8), |s| count(s) == 1));
+    publish(&broker, "homeassistant/status", "online", &[]);
+    assert!(
+        sub.wait_until(Duration::from_secs(7), |s| count(s) == 2),
+        "discovery again within 1-5 s"
+    );
+}
+
+#[test]
+fn reload_applies_a_changed_configuration_file() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let file = state.path("envoy2mqtt.env");
+    std::fs::write(
+        &file,
+        "MQTT_TOPIC_PREFIX=before\nRAW_DATA_INTERVAL_SECONDS=0\n",
+    )
+    .unwrap();
+    let sub = Subscriber::start(&broker, &[]);
+    let env = bridge_env(&e, &broker, &state);
+    let mut d = Daemon::start(&pairs(&env), &["--config", file.to_str().unwrap()]);
+    assert!(sub.wait_until(Duration::from_secs(8), |_| {
+        sub.last("before/122238082763/data/prod_eim_wNow").is_some()
+    }));
+    std::fs::write(
+        &file,
+        "MQTT_TOPIC_PREFIX=after\nRAW_DATA_INTERVAL_SECONDS=0\n",
+    )
+    .unwrap();
+    publish(&broker, "before/command/reload", "", &[]);
+    assert!(
+        sub.wait_until(Duration::from_secs(8), |_| sub
+            .last("after/122238082763/data/prod_eim_wNow")
+            .is_some()),
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(
+        sub.last("before/122238082763/status"),
+        Some((true, "offline".into()))
+    );
+    assert_eq!(
+        sub.last("after/122238082763/status"),
+        Some((true, "online".into()))
+    );
+
+    // SIGHUP does the same; a broken file is refused and the running configuration stays.
+    std::fs::write(&file, "MQTT_TOPIC_PREFIX=#bad\n").unwrap();
+    let pid = d.child.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(
+        d.wait_until(Duration::from_secs(5), |d| d
+            .stderr()
+            .contains("reload refused")),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[test]
+fn password_authentication() {
+    let e = envoy("7.6.175_with_cts");
+    let users = Tmp::new("users");
+    let passwd = users.path("passwd");
+    let ok = Command::new("mosquitto_passwd")
+        .args([
+            "-b",
+            "-c",
+            passwd.to_str().unwrap(),
+            "bridge",
+            "mqtt-SECRET-5531",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let broker = Mosquitto::start(&format!(
+        "allow_anonymous false\npassword_file {}",
+        passwd.display()
+    ));
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("MQTT_USERNAME", "bridge"),
+            ("MQTT_PASSWORD", "mqtt-SECRET-5531"),
+        ],
+    );
+    let out = run(&pairs(&env), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[("MQTT_USERNAME", "bridge"), ("MQTT_PASSWORD", "wrong-one")],
+    );
+    let out = run(&pairs(&env), &["--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refused the login; check MQTT_USERNAME and MQTT_PASSWORD"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-one") && !err.contains("mqtt-SECRET"));
+    assert_eq!(
+        err.trim().lines().count(),
+        1 + err.matches("[INFO]").count(),
+        "one line: {err}"
+    );
+}
+
+/// A client certificate signed by the CA in `dir` (made by `sim::ca_signed`).
+fn client_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    // An X.509 v3 certificate for client authentication (webpki refuses v1).
+    let ext = dir
+        .join(format!("{name}.ext"))
+        .to_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let (key, csr, cert) = (
+        p(&format!("{name}.key")),
+        p(&format!("{name}.csr")),
+        p(&format!("{name}.pem")),
+    );
+    let openssl = |args: &[&str]| {
+        assert!(
+            Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        )
+    };
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        &format!("/CN={name}"),
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (PathBuf::from(cert), PathBuf::from(key))
+}
+
+#[test]
+fn broker_tls_and_mutual_tls() {
+    let e = envoy("7.6.175_with_cts");
+    let pki = Tmp::new("pki");
+    let (ca, cert, key) = sim::ca_signed(&pki.0);
+    let other = Tmp::new("otherpki");
+    let (other_ca, _, _) = sim::ca_signed(&other.0);
+    let (client, client_key) = client_cert(&pki.0, "bridge");
+    let (stranger, stranger_key) = client_cert(&other.0, "stranger");
+    let tls = |mutual: bool| {
+        format!(
+            "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {mutual}",
+            ca.display(),
+            cert.display(),
+            key.display()
+        )
+    };
+    let state = Tmp::new("state");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+
+    let broker = Mosquitto::start(&tls(false));
+    let base = with(bridge_env(&e, &broker, &state), &[("MQTT_TLS", "true")]);
+    let good = with(base.clone(), &[("MQTT_CA_CERT", &s(&ca))]);
+    let out = run(&pairs(&good), &["--once"]);
+    assert!(
+        out.status.success(),
+        "TLS with the CA: {}",
+        text(&out.stderr)
+    );
+    let wrong = with(base.clone(), &[("MQTT_CA_CERT", &s(&other_ca))]);
+    let out = run(&pairs(&wrong), &["--once"]);
+    assert_eq!(out.status.code(), Some(1), "a wrong CA is refused");
+    assert!(
+        text(&out.stderr).contains("check MQTT_CA_CERT"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&pairs(&base), &["--once"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the web roots do not trust a test CA"
+    );
+    let insecure = with(base.clone(), &[("MQTT_TLS_INSECURE", "true")]);
+    let out = run(&pairs(&insecure), &["--once"]);
+    assert!(
+        out.status.success(),
+        "MQTT_TLS_INSECURE: {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("MQTT_TLS_INSECURE"), "warned");
+    drop(broker);
+
+    let broker = Mosquitto::start(&tls(true));
+    let base = with(
+        bridge_env(&e, &broker, &state),
+        &[("MQTT_TLS", "true"), ("MQTT_CA_CERT", &s(&ca))],
+    );
+    let mutual = with(
+        base.clone(),
+        &[
+            ("MQTT_CLIENT_CERT", &s(&client)),
+            ("MQTT_CLIENT_KEY", &s(&client_key)),
+        ],
+    );
+    let out = run(&pairs(&mutual), &["--once"]);
+    assert!(out.status.success(), "mutual TLS: {}", text(&out.stderr));
+    assert_eq!(
+        run(&pairs(&base), &["--once"]).status.code(),
+        Some(1),
+        "no client certificate"
+    );
+    let foreign = with(
+        base.clone(),
+        &[
+            ("MQTT_CLIENT_CERT", &s(&stranger)),
+            ("MQTT_CLIENT_KEY", &s(&stranger_key)),
+        ],
+    );
+    assert_eq!(
+        run(&pairs(&foreign), &["--once"]).status.code(),
+        Some(1),
+        "a certificate of another CA"
+    );
+}
+
+#[test]
+fn once_reports_an_envoy_failure_in_status_and_exits_1() {
+    let e = envoy("7.6.175_with_cts");
+    e.server.control.lock().faults.status = Some((503, u32::MAX));
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let out = run(&pairs(&bridge_env(&e, &broker, &state)), &["--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .trim()
+            .lines()
+            .last()
+            .unwrap()
+            .contains("HTTP 503")
+    );
+    let late = Subscriber::start(&broker, &[]);
+    assert!(late.wait_until(Duration::from_secs(3), |_| {
+        late.last("envoy/status").is_some()
+    }));
+    let (retained, status) = late.last("envoy/status").unwrap();
+    assert!(
+        retained && status.starts_with(r#"{"status":"error""#) && status.contains("HTTP 503"),
+        "{status}"
+    );
+    // The broker unreachable: exit 1, one line.
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[("MQTT_PORT", &free_port().to_string())],
+    );
+    let out = run(&pairs(&env), &["--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("mqtt: cannot talk to broker 127.0.0.1:"),
+        "{}",
+        text(&out.stderr)
+    );
 }

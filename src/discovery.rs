@@ -1,0 +1,327 @@
+//! Home Assistant MQTT discovery (PRODUCT.md §4): one device per Envoy, one entity per
+//! published data field, with the device class, unit and state class that let the Energy
+//! dashboard pick production, house consumption, grid import and grid export.
+//!
+//! Pure: fields and device facts in, retained config messages out. The choices, per field:
+//! - power (`*_wNow`, per phase too): `power`, W, `measurement`;
+//! - `*_voltage`, `*_rmsVoltage`: `voltage`, V; `*_current`, `*_rmsCurrent`: `current`, A;
+//!   `*_pwrFactor`: `power_factor`, no unit; all `measurement`;
+//! - lifetime counters (`*_whLifetime` Wh, `*_kwhLifetime` kWh): `energy`, `total_increasing`,
+//!   except `conso_net_eim_*` (import − export, it decreases): `total`;
+//! - `prod_eim_wattHoursToday`: `energy`, Wh, `total_increasing` (it falls to 0 at midnight,
+//!   which `total_increasing` reads as a new cycle);
+//! - `*_binary`: a `binary_sensor` with payloads `1` / `0` (`power` class for production);
+//! - `timestamp_text`: `timestamp` class, diagnostic; `timestamp` (seconds): no entity.
+
+use crate::config::Format;
+use crate::json;
+use crate::message::Message;
+use crate::reading::{Field, Unit};
+
+/// How Home Assistant should show one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Class {
+    pub component: &'static str,
+    pub device_class: Option<&'static str>,
+    pub unit: Option<&'static str>,
+    pub state_class: Option<&'static str>,
+    pub diagnostic: bool,
+}
+
+/// The entity class of a field; `None` for fields that are no entity.
+pub fn class(name: &str, unit: Unit) -> Option<Class> {
+    let sensor = |device_class, unit, state_class| Class {
+        component: "sensor",
+        device_class: Some(device_class),
+        unit,
+        state_class,
+        diagnostic: false,
+    };
+    if name == "timestamp" {
+        return None;
+    }
+    if name == "timestamp_text" {
+        return Some(Class {
+            diagnostic: true,
+            ..sensor("timestamp", None, None)
+        });
+    }
+    if name.ends_with("_binary") {
+        return Some(Class {
+            component: "binary_sensor",
+            device_class: name.starts_with("prod_").then_some("power"),
+            unit: None,
+            state_class: None,
+            diagnostic: false,
+        });
+    }
+    Some(match unit {
+        Unit::Watt => sensor("power", Some("W"), Some("measurement")),
+        Unit::Volt => sensor("voltage", Some("V"), Some("measurement")),
+        Unit::Ampere => sensor("current", Some("A"), Some("measurement")),
+        Unit::WattHour | Unit::KiloWattHour => {
+            let state_class = if name.starts_with("conso_net_eim_") {
+                "total"
+            } else {
+                "total_increasing"
+            };
+            sensor("energy", unit.symbol(), Some(state_class))
+        }
+        Unit::None if name.contains("pwrFactor") => {
+            sensor("power_factor", None, Some("measurement"))
+        }
+        Unit::None => Class {
+            device_class: None,
+            ..sensor("", None, Some("measurement"))
+        },
+    })
+}
+
+/// A readable entity name: `conso_all_eim_kwhLifetime` is "House consumption energy".
+pub fn name(field: &str) -> String {
+    let groups = [
+        ("prod_eim_", "Production"),
+        ("conso_net_eim_", "Net consumption"),
+        ("conso_all_eim_", "House consumption"),
+        ("import_eim_", "Grid import"),
+        ("grid_eim_", "Grid export"),
+        ("eco_eim_", "Self-consumption"),
+    ];
+    let (group, rest) = groups
+        .iter()
+        .find_map(|(p, g)| field.strip_prefix(p).map(|r| (*g, r)))
+        .unwrap_or(("", field));
+    let (rest, phase) = match rest.rsplit_once("_l") {
+        Some((r, n)) if n.len() == 1 && n.chars().all(|c| c.is_ascii_digit()) => {
+            (r, format!(" L{n}"))
+        }
+        _ => (rest, String::new()),
+    };
+    let what = match rest {
+        "wNow" => "power",
+        "voltage" | "rmsVoltage" => "voltage",
+        "current" | "rmsCurrent" => "current",
+        "pwrFactor" => "power factor",
+        "whLifetime" => "energy (Wh)",
+        "kwhLifetime" => "energy",
+        "wNow_binary" if group == "Grid export" => "importing",
+        "wNow_binary" => "active",
+        "wattHoursToday" => "energy today (Envoy)",
+        "timestamp_text" => "Last reading",
+        other => other,
+    };
+    format!("{group} {what}{phase}").trim().to_string()
+}
+
+/// The device and how entities tell availability.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub prefix: String,
+    pub ha_prefix: String,
+    pub serial: String,
+    pub model: String,
+    pub firmware: String,
+    pub format: Format,
+    /// `Some(seconds)`: cron mode, entities expire after that long without an update;
+    /// `None`: the service, availability from `P/S/status`.
+    pub expire_after: Option<u64>,
+}
+
+impl Device {
+    fn node(&self) -> String {
+        format!("envoy2mqtt_{}", self.serial)
+    }
+
+    /// The config topic of a field.
+    pub fn config_topic(&self, component: &str, field: &str) -> String {
+        format!(
+            "{}/{component}/{}/{field}/config",
+            self.ha_prefix,
+            self.node()
+        )
+    }
+}
+
+/// The retained config message of every field that is an entity.
+pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
+    fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.unit))
+        .chain([("timestamp_text", Unit::None)])
+        .filter_map(|(field, unit)| {
+            let class = class(field, unit)?;
+            let entity = json::Entity {
+                name: name(field),
+                unique_id: format!("{}_{field}", device.node()),
+                default_entity_id: format!(
+                    "{}.envoy_{}_{}",
+                    class.component,
+                    device.serial,
+                    field.to_lowercase()
+                ),
+                state_topic: format!("{}/{}/data/{field}", device.prefix, device.serial),
+                value_template: (device.format == Format::Json)
+                    .then(|| "{{ value_json.value }}".to_string()),
+                device_class: class.device_class,
+                unit_of_measurement: class.unit,
+                state_class: class.state_class,
+                entity_category: class.diagnostic.then_some("diagnostic"),
+                payload_on: (class.component == "binary_sensor").then_some("1"),
+                payload_off: (class.component == "binary_sensor").then_some("0"),
+                availability_topic: device
+                    .expire_after
+                    .is_none()
+                    .then(|| format!("{}/{}/status", device.prefix, device.serial)),
+                expire_after: device.expire_after,
+                serial: &device.serial,
+                model: &device.model,
+                firmware: &device.firmware,
+                node: device.node(),
+            };
+            Some(Message {
+                topic: device.config_topic(class.component, field),
+                payload: json::entity(&entity),
+                retain: true,
+            })
+        })
+        .collect()
+}
+
+/// Empty retained payloads for config topics published before and not now.
+pub fn removals(before: &[String], now: &[Message]) -> Vec<Message> {
+    before
+        .iter()
+        .filter(|t| !now.iter().any(|m| &m.topic == *t))
+        .map(|t| Message {
+            topic: t.clone(),
+            payload: String::new(),
+            retain: true,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_by_field() {
+        let cases = [
+            (
+                "prod_eim_wNow",
+                Unit::Watt,
+                Some(("sensor", Some("power"), Some("W"), Some("measurement"))),
+            ),
+            (
+                "conso_net_eim_wNow_l2",
+                Unit::Watt,
+                Some(("sensor", Some("power"), Some("W"), Some("measurement"))),
+            ),
+            (
+                "prod_eim_voltage",
+                Unit::Volt,
+                Some(("sensor", Some("voltage"), Some("V"), Some("measurement"))),
+            ),
+            (
+                "conso_all_eim_rmsCurrent",
+                Unit::Ampere,
+                Some(("sensor", Some("current"), Some("A"), Some("measurement"))),
+            ),
+            (
+                "prod_eim_pwrFactor",
+                Unit::None,
+                Some(("sensor", Some("power_factor"), None, Some("measurement"))),
+            ),
+            (
+                "prod_eim_kwhLifetime",
+                Unit::KiloWattHour,
+                Some((
+                    "sensor",
+                    Some("energy"),
+                    Some("kWh"),
+                    Some("total_increasing"),
+                )),
+            ),
+            (
+                "import_eim_whLifetime",
+                Unit::WattHour,
+                Some((
+                    "sensor",
+                    Some("energy"),
+                    Some("Wh"),
+                    Some("total_increasing"),
+                )),
+            ),
+            (
+                "conso_net_eim_kwhLifetime",
+                Unit::KiloWattHour,
+                Some(("sensor", Some("energy"), Some("kWh"), Some("total"))),
+            ),
+            (
+                "prod_eim_wattHoursToday",
+                Unit::WattHour,
+                Some((
+                    "sensor",
+                    Some("energy"),
+                    Some("Wh"),
+                    Some("total_increasing"),
+                )),
+            ),
+            (
+                "prod_eim_wNow_binary",
+                Unit::None,
+                Some(("binary_sensor", Some("power"), None, None)),
+            ),
+            (
+                "grid_eim_wNow_binary",
+                Unit::None,
+                Some(("binary_sensor", None, None, None)),
+            ),
+            (
+                "timestamp_text",
+                Unit::None,
+                Some(("sensor", Some("timestamp"), None, None)),
+            ),
+            ("timestamp", Unit::None, None),
+        ];
+        for (field, unit, want) in cases {
+            let got =
+                class(field, unit).map(|c| (c.component, c.device_class, c.unit, c.state_class));
+            assert_eq!(got, want, "{field}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        let cases = [
+            ("prod_eim_wNow", "Production power"),
+            ("conso_all_eim_kwhLifetime", "House consumption energy"),
+            ("import_eim_whLifetime", "Grid import energy (Wh)"),
+            ("conso_net_eim_voltage_l3", "Net consumption voltage L3"),
+            ("grid_eim_wNow_binary", "Grid export importing"),
+            ("timestamp_text", "Last reading"),
+        ];
+        for (field, want) in cases {
+            assert_eq!(name(field), want);
+        }
+    }
+
+    #[test]
+    fn removed_entities_get_empty_retained_payloads() {
+        let now = vec![Message {
+            topic: "a".into(),
+            payload: "{}".into(),
+            retain: true,
+        }];
+        let gone = removals(&["a".into(), "b".into()], &now);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(
+            (
+                gone[0].topic.as_str(),
+                gone[0].payload.as_str(),
+                gone[0].retain
+            ),
+            ("b", "", true)
+        );
+    }
+}
