@@ -820,7 +820,7 @@ impl Mosquitto {
             child,
             port,
             conf,
-            dir,
+            _dir: dir,
         }
     }
 
