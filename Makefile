@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURES ?= ../shared/fixtures/envoy
 VARIANT ?= 7.6.175_with_cts
 
-.PHONY: help build release test deps lint demo clean
+.PHONY: help build release test deps lint demo bench clean
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,3 +49,6 @@ demo: ## a simulated Envoy on loopback, and envoy2mqtt --once --dry-run against 
 
 clean: ## remove build output
 	$(CARGO) clean
+
+bench: ## figures for the README: binary size, --once wall time on loopback
+	scripts/bench

@@ -1629,3 +1629,108 @@ fn once_reports_an_envoy_failure_in_status_and_exits_1() {
         text(&out.stderr)
     );
 }
+
+/// Home Assistant's MQTT sensor validation, as the rules this test checks (source: Home
+/// Assistant developer docs, "Sensor entity": device classes and their units, and "state
+/// class"; `homeassistant/components/sensor/const.py` DEVICE_CLASS_UNITS and
+/// DEVICE_CLASS_STATE_CLASSES):
+/// - power: W, kW, MW, GW, TW, BTU/h; state class measurement (or none)
+/// - energy: Wh, kWh, MWh, ...; state class total or total_increasing, never measurement
+/// - voltage: V, mV, kV...; current: A, mA; measurement
+/// - power_factor: % or no unit; measurement
+/// - timestamp: no unit, no state class
+/// - every entity needs unique_id, state_topic, device with identifiers; a binary_sensor has
+///   no unit and no state class.
+fn ha_accepts(component: &str, config: &serde_json::Value) -> Result<(), String> {
+    let s = |k: &str| config.get(k).and_then(|v| v.as_str());
+    for key in ["unique_id", "state_topic", "name", "default_entity_id"] {
+        s(key).ok_or(format!("{key} missing"))?;
+    }
+    config["device"]["identifiers"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .ok_or("device.identifiers")?;
+    config["origin"]["name"].as_str().ok_or("origin.name")?;
+    if config.get("availability_topic").is_none() && config.get("expire_after").is_none() {
+        return Err("neither availability_topic nor expire_after".into());
+    }
+    let (class, unit, state) = (
+        s("device_class"),
+        s("unit_of_measurement"),
+        s("state_class"),
+    );
+    if component == "binary_sensor" {
+        return if unit.is_none() && state.is_none() {
+            Ok(())
+        } else {
+            Err("binary_sensor with unit".into())
+        };
+    }
+    let ok = match class {
+        Some("power") => {
+            matches!(unit, Some("W" | "kW")) && matches!(state, Some("measurement") | None)
+        }
+        Some("energy") => {
+            matches!(unit, Some("Wh" | "kWh"))
+                && matches!(state, Some("total" | "total_increasing"))
+        }
+        Some("voltage") => unit == Some("V") && state == Some("measurement"),
+        Some("current") => unit == Some("A") && state == Some("measurement"),
+        Some("power_factor") => matches!(unit, None | Some("%")) && state == Some("measurement"),
+        Some("timestamp") => unit.is_none() && state.is_none(),
+        None => true,
+        Some(_) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{class:?} {unit:?} {state:?}"))
+    }
+}
+
+#[test]
+fn discovery_payloads_pass_home_assistant_rules() {
+    for variant in [
+        "7.6.175_with_cts_3phase",
+        "8.3.5433_tot_is_net_cons",
+        "5.0.62",
+    ] {
+        let e = envoy(variant);
+        let state = Tmp::new("state");
+        for format in ["simple", "json"] {
+            let env = [
+                ("ENVOY_HOST", e.server.url()),
+                ("ENVOY_TOKEN", e.token.clone()),
+                ("STATE_DIR", state.0.to_str().unwrap().to_string()),
+                ("MQTT_FORMAT", format.to_string()),
+            ];
+            let out = run(&pairs(&env), &["--once", "--dry-run"]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let out = text(&out.stdout);
+            let configs: Vec<&str> = out
+                .lines()
+                .filter(|l| l.starts_with("homeassistant/"))
+                .collect();
+            let data = out
+                .lines()
+                .filter(|l| {
+                    l.starts_with("envoy/")
+                        && l.contains("/data/")
+                        && !l.contains("/data/timestamp ")
+                })
+                .count();
+            assert_eq!(configs.len(), data, "{variant}: one entity per data field");
+            for line in configs {
+                let (topic, rest) = line.split_once(" [retained] ").expect("retained");
+                let component = topic.split('/').nth(1).unwrap();
+                let config: serde_json::Value = serde_json::from_str(rest).unwrap();
+                ha_accepts(component, &config).unwrap_or_else(|e| panic!("{variant} {topic}: {e}"));
+                assert_eq!(
+                    config["value_template"].is_string(),
+                    format == "json",
+                    "{topic}"
+                );
+            }
+        }
+    }
+}
