@@ -1442,69 +1442,6 @@ fn password_authentication() {
     );
 }
 
-/// A client certificate signed by the CA in `dir` (made by `sim::ca_signed`).
-fn client_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    // An X.509 v3 certificate for client authentication (webpki refuses v1).
-    let ext = dir
-        .join(format!("{name}.ext"))
-        .to_str()
-        .unwrap()
-        .to_string();
-    std::fs::write(
-        &ext,
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    let (key, csr, cert) = (
-        p(&format!("{name}.key")),
-        p(&format!("{name}.csr")),
-        p(&format!("{name}.pem")),
-    );
-    let openssl = |args: &[&str]| {
-        assert!(
-            Command::new("openssl")
-                .args(args)
-                .output()
-                .unwrap()
-                .status
-                .success()
-        )
-    };
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        &format!("/CN={name}"),
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    (PathBuf::from(cert), PathBuf::from(key))
-}
-
 #[test]
 fn broker_tls_and_mutual_tls() {
     let e = envoy("7.6.175_with_cts");
@@ -1512,8 +1449,8 @@ fn broker_tls_and_mutual_tls() {
     let (ca, cert, key) = sim::ca_signed(&pki.0);
     let other = Tmp::new("otherpki");
     let (other_ca, _, _) = sim::ca_signed(&other.0);
-    let (client, client_key) = client_cert(&pki.0, "bridge");
-    let (stranger, stranger_key) = client_cert(&other.0, "stranger");
+    let (client, client_key) = sim::client_signed(&pki.0, "bridge");
+    let (stranger, stranger_key) = sim::client_signed(&other.0, "stranger");
     let tls = |mutual: bool| {
         format!(
             "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {mutual}",

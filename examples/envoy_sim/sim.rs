@@ -261,6 +261,56 @@ pub fn ca_signed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+/// A client certificate (X.509 v3, for client authentication) signed by the CA that
+/// [`ca_signed`] made in `dir`: (cert.pem, key.pem).
+pub fn client_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let (key, csr, cert, ext) = (
+        p(&format!("{name}.key")),
+        p(&format!("{name}.csr")),
+        p(&format!("{name}.pem")),
+        p(&format!("{name}.ext")),
+    );
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let subject = format!("/CN={name}");
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        &subject,
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (PathBuf::from(cert), PathBuf::from(key))
+}
+
 /// A running server.
 pub struct Server {
     pub port: u16,
