@@ -34,7 +34,7 @@ lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) clippy --all-targets -- -D warnings
 
 test: deps lint ## everything CI checks: lint, unit and end-to-end tests
-	$(CARGO) test --all-targets
+	$(CARGO) test --bins --tests
 
 demo: ## a simulated Envoy on loopback, and envoy2mqtt --once --dry-run against it
 	@$(CARGO) build -q --examples --bins
