@@ -168,19 +168,27 @@ fn openssl(args: &[&str]) {
     );
 }
 
-/// A self-signed certificate like an Envoy's (`CN=envoy-<serial>`): (cert.pem, key.pem).
-pub fn self_signed(dir: &Path, serial: &str) -> (PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let (cert, key) = (dir.join("envoy.pem"), dir.join("envoy.key"));
-    let subject = format!("/CN=envoy-{serial}");
-    openssl(&[
+/// `openssl req` with a new P-256 key and `args`.
+fn new_key(args: &[&str]) {
+    let mut all = vec![
         "req",
-        "-x509",
         "-newkey",
         "ec",
         "-pkeyopt",
         "ec_paramgen_curve:prime256v1",
         "-nodes",
+    ];
+    all.extend_from_slice(args);
+    openssl(&all);
+}
+
+/// A self-signed certificate like an Envoy's (`CN=envoy-<serial>`): (cert.pem, key.pem).
+pub fn self_signed(dir: &Path, serial: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("envoy.pem"), dir.join("envoy.key"));
+    let subject = format!("/CN=envoy-{serial}");
+    new_key(&[
+        "-x509",
         "-days",
         "365",
         "-subj",
@@ -197,14 +205,8 @@ pub fn self_signed(dir: &Path, serial: &str) -> (PathBuf, PathBuf) {
 pub fn ca_signed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    openssl(&[
-        "req",
+    new_key(&[
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
         "-days",
         "30",
         "-subj",
@@ -218,13 +220,7 @@ pub fn ca_signed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "-out",
         &p("ca.pem"),
     ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+    new_key(&[
         "-subj",
         "/CN=localhost",
         "-keyout",
@@ -277,20 +273,7 @@ pub fn client_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     let subject = format!("/CN={name}");
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        &subject,
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-    ]);
+    new_key(&["-subj", &subject, "-keyout", &key, "-out", &csr]);
     openssl(&[
         "x509",
         "-req",
