@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::archive::Archive;
 use crate::command::{self, Command};
 use crate::config::Config;
 use crate::discovery::{self, Device};
@@ -37,6 +38,13 @@ pub trait Output {
     fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)>;
     /// Publishes `last`, delivers everything, and ends cleanly.
     fn close(&mut self, last: &[Message]) -> Result<()>;
+    /// The retained messages of `topics`, within `wait` (see [`Session::retained`]).
+    fn retained(
+        &mut self,
+        topics: &[String],
+        probe: &str,
+        wait: Duration,
+    ) -> Vec<(String, Vec<u8>)>;
 }
 
 /// Prints `topic [retained] payload` lines.
@@ -61,6 +69,10 @@ impl Output for Stdout {
     fn close(&mut self, last: &[Message]) -> Result<()> {
         self.publish(last)
     }
+
+    fn retained(&mut self, _: &[String], _: &str, _: Duration) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
+    }
 }
 
 impl Output for Session {
@@ -76,6 +88,29 @@ impl Output for Session {
     fn close(&mut self, last: &[Message]) -> Result<()> {
         Session::close(self, last)
     }
+
+    fn retained(
+        &mut self,
+        topics: &[String],
+        probe: &str,
+        wait: Duration,
+    ) -> Vec<(String, Vec<u8>)> {
+        Session::retained(self, topics, probe, wait)
+    }
+}
+
+/// How long a start without a state file waits for the broker's retained ledger.
+const RESTORE_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens the ledger; without a state file, reads the broker's retained topics for it.
+fn archive(config: &Config, p: &Publisher, out: &mut dyn Output, dry_run: bool) -> Result<Archive> {
+    let mut archive = Archive::open(config, dry_run)?;
+    if archive.needs_restore() {
+        let (topics, probe) = Archive::restore_topics(p);
+        let found = out.retained(&topics, &probe, RESTORE_WAIT);
+        archive.adopt(found);
+    }
+    Ok(archive)
 }
 
 /// The first tick of `period` after `now`, counted from `start`.
@@ -181,11 +216,17 @@ pub fn once(config: &Config, dry_run: bool) -> Result<()> {
         Ok((envoy, snap)) => {
             let fields = reading::data_fields(snap);
             let now = SystemTime::now();
+            let mut archive = archive(config, &p, out.as_mut(), dry_run)?;
+            archive.update(&p, now, &fields);
+            archive.save(true)?;
             // Cron: entities expire after three missed runs (at least 15 minutes).
             let expire = (3 * config.data_interval.as_secs()).max(900);
             let mut m = p.data(&fields, now);
+            m.extend(archive.messages(&p, now));
             m.push(p.status(true, &health(envoy, &[], Some(now), None)));
-            m.extend(discovery(config, envoy, &fields, Some(expire))?);
+            let mut entities = fields.clone();
+            entities.extend(archive.fields());
+            m.extend(discovery(config, envoy, &entities, Some(expire))?);
             m
         }
         Err(e) => vec![p.status(
@@ -227,6 +268,7 @@ struct Service<'a> {
     config: Config,
     envoy: Envoy,
     out: Box<dyn Output>,
+    archive: Archive,
     dry_run: bool,
     reload: &'a dyn Fn() -> Result<Config>,
     start: Instant,
@@ -290,17 +332,23 @@ impl Service<'_> {
         };
         let fields = reading::data_fields(&snap);
         self.last_sync = Some(now);
+        if self.archive.update(&p, now, &fields) {
+            self.archive.save(false)?;
+        }
         let mut messages = p.data(&fields, now);
+        messages.extend(self.archive.messages(&p, now));
         if with_raw {
             let raw = reading::raw_fields(&snap);
             if !raw.is_empty() {
                 messages.extend(p.raw(&raw, now));
             }
         }
-        let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
+        let mut entities = fields;
+        entities.extend(self.archive.fields());
+        let names: Vec<String> = entities.iter().map(|f| f.name.clone()).collect();
         if names != self.fields {
             self.fields = names;
-            messages.extend(discovery(&self.config, &self.envoy, &fields, None)?);
+            messages.extend(discovery(&self.config, &self.envoy, &entities, None)?);
         }
         self.publish(&messages)
     }
@@ -311,7 +359,9 @@ impl Service<'_> {
         if raw.is_empty() {
             return Ok(());
         }
-        let messages = self.publisher().raw(&raw, SystemTime::now());
+        let now = SystemTime::now();
+        self.archive.peak(now, &raw);
+        let messages = self.publisher().raw(&raw, now);
         self.publish(&messages)
     }
 
@@ -464,6 +514,9 @@ impl Service<'_> {
                 }
             }
         }
+        if let Err(e) = self.archive.configure(&new) {
+            log::error!("reload: {e}");
+        }
         self.config = new;
         self.start = Instant::now();
         self.next_data = self.start;
@@ -502,12 +555,19 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
     let Some(envoy) = connect_with_backoff(&config, &signals) else {
         return Ok(());
     };
-    let out = output(&config, &envoy.serial, dry_run)?;
+    let mut out = output(&config, &envoy.serial, dry_run)?;
+    let archive = archive(
+        &config,
+        &publisher(&config, &envoy.serial),
+        out.as_mut(),
+        dry_run,
+    )?;
     let start = Instant::now();
     let mut service = Service {
         config,
         envoy,
         out,
+        archive,
         dry_run,
         reload,
         start,
@@ -523,6 +583,7 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
     loop {
         if signals.stop.swap(false, Ordering::Relaxed) {
             log::info!("stopping");
+            service.archive.save(true)?;
             let offline = service.publisher().availability(false);
             return service.out.close(&[offline]);
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::tariff;
+use crate::zone::Zone;
 
 /// One setting the program knows.
 pub struct Setting {
@@ -615,7 +616,10 @@ impl Sources {
             )?,
             offpeak,
             state_dir: PathBuf::from(text("STATE_DIR").unwrap_or_default()),
-            tz: text("TZ"),
+            tz: match text("TZ") {
+                Some(t) => Some(Zone::system(Some(&t))?.name),
+                None => None,
+            },
             log_level,
         })
     }

@@ -37,7 +37,8 @@ pub fn class(name: &str, unit: Unit) -> Option<Class> {
         state_class,
         diagnostic: false,
     };
-    if name == "timestamp" {
+    // The midnight references are for the ledger's users, not dashboards.
+    if name == "timestamp" || name.ends_with("_00h") {
         return None;
     }
     if name == "timestamp_text" {
@@ -60,12 +61,14 @@ pub fn class(name: &str, unit: Unit) -> Option<Class> {
         Unit::Volt => sensor("voltage", Some("V"), Some("measurement")),
         Unit::Ampere => sensor("current", Some("A"), Some("measurement")),
         Unit::WattHour | Unit::KiloWattHour => {
-            let state_class = if name.starts_with("conso_net_eim_") {
-                "total"
+            let state_class = if name.ends_with("_yesterday") {
+                None
+            } else if name.starts_with("conso_net_eim_") {
+                Some("total")
             } else {
-                "total_increasing"
+                Some("total_increasing")
             };
-            sensor("energy", unit.symbol(), Some(state_class))
+            sensor("energy", unit.symbol(), state_class)
         }
         Unit::None if name.contains("pwrFactor") => {
             sensor("power_factor", None, Some("measurement"))
@@ -77,8 +80,48 @@ pub fn class(name: &str, unit: Unit) -> Option<Class> {
     })
 }
 
+/// Where a field is published under `P/S/`: the ledger's totals by their path
+/// (`production/daily`, `max_power`), every other field under `data/`.
+pub fn path(field: &str) -> String {
+    if field.contains('/') || field == "max_power" {
+        field.to_string()
+    } else {
+        format!("data/{field}")
+    }
+}
+
+/// A readable name for a ledger total: `import/daily/hc` is "Grid import today off-peak".
+fn total_name(field: &str) -> Option<String> {
+    if field == "max_power" {
+        return Some("Grid import peak power today".into());
+    }
+    let mut parts = field.split('/');
+    let flow = match parts.next()? {
+        "production" => "Production",
+        "consumption" => "House consumption",
+        "import" => "Grid import",
+        "export" => "Grid export",
+        _ => return None,
+    };
+    let period = match parts.next()? {
+        "daily" => "today",
+        "month" => "this month",
+        "year" => "this year",
+        other => other,
+    };
+    let part = match parts.next() {
+        Some("hc") => " off-peak (HC)",
+        Some("hp") => " peak (HP)",
+        _ => "",
+    };
+    Some(format!("{flow} energy {period}{part}"))
+}
+
 /// A readable entity name: `conso_all_eim_kwhLifetime` is "House consumption energy".
 pub fn name(field: &str) -> String {
+    if let Some(n) = total_name(field) {
+        return n;
+    }
     let groups = [
         ("prod_eim_", "Production"),
         ("conso_net_eim_", "Net consumption"),
@@ -107,6 +150,8 @@ pub fn name(field: &str) -> String {
         "wNow_binary" if group == "Grid export" => "importing",
         "wNow_binary" => "active",
         "wattHoursToday" => "energy today (Envoy)",
+        "today" => "energy today (Wh)",
+        "yesterday" => "energy yesterday (Wh)",
         "timestamp_text" => "Last reading",
         other => other,
     };
@@ -150,16 +195,17 @@ pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
         .chain([("timestamp_text", Unit::None)])
         .filter_map(|(field, unit)| {
             let class = class(field, unit)?;
+            let id = field.replace('/', "_");
             let entity = json::Entity {
                 name: name(field),
-                unique_id: format!("{}_{field}", device.node()),
+                unique_id: format!("{}_{id}", device.node()),
                 default_entity_id: format!(
                     "{}.envoy_{}_{}",
                     class.component,
                     device.serial,
-                    field.to_lowercase()
+                    id.to_lowercase()
                 ),
-                state_topic: format!("{}/{}/data/{field}", device.prefix, device.serial),
+                state_topic: format!("{}/{}/{}", device.prefix, device.serial, path(field)),
                 value_template: (device.format == Format::Json)
                     .then(|| "{{ value_json.value }}".to_string()),
                 device_class: class.device_class,
@@ -179,7 +225,7 @@ pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
                 node: device.node(),
             };
             Some(Message {
-                topic: device.config_topic(class.component, field),
+                topic: device.config_topic(class.component, &id),
                 payload: json::entity(&entity),
                 retain: true,
             })
@@ -283,6 +329,42 @@ mod tests {
                 Some(("sensor", Some("timestamp"), None, None)),
             ),
             ("timestamp", Unit::None, None),
+            (
+                "prod_eim_today",
+                Unit::WattHour,
+                Some((
+                    "sensor",
+                    Some("energy"),
+                    Some("Wh"),
+                    Some("total_increasing"),
+                )),
+            ),
+            (
+                "conso_net_eim_today",
+                Unit::WattHour,
+                Some(("sensor", Some("energy"), Some("Wh"), Some("total"))),
+            ),
+            (
+                "import_eim_yesterday",
+                Unit::WattHour,
+                Some(("sensor", Some("energy"), Some("Wh"), None)),
+            ),
+            ("prod_eim_whLifetime_00h", Unit::WattHour, None),
+            (
+                "consumption/daily/hc",
+                Unit::KiloWattHour,
+                Some((
+                    "sensor",
+                    Some("energy"),
+                    Some("kWh"),
+                    Some("total_increasing"),
+                )),
+            ),
+            (
+                "max_power",
+                Unit::Watt,
+                Some(("sensor", Some("power"), Some("W"), Some("measurement"))),
+            ),
         ];
         for (field, unit, want) in cases {
             let got =
@@ -300,9 +382,24 @@ mod tests {
             ("conso_net_eim_voltage_l3", "Net consumption voltage L3"),
             ("grid_eim_wNow_binary", "Grid export importing"),
             ("timestamp_text", "Last reading"),
+            (
+                "eco_eim_yesterday",
+                "Self-consumption energy yesterday (Wh)",
+            ),
+            ("export/month", "Grid export energy this month"),
+            ("import/daily/hp", "Grid import energy today peak (HP)"),
+            ("max_power", "Grid import peak power today"),
         ];
         for (field, want) in cases {
             assert_eq!(name(field), want);
+        }
+        let paths = [
+            ("prod_eim_today", "data/prod_eim_today"),
+            ("production/daily", "production/daily"),
+            ("max_power", "max_power"),
+        ];
+        for (field, want) in paths {
+            assert_eq!(path(field), want);
         }
     }
 

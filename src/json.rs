@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::ledger::Ledger;
 use crate::reading::{Channel, Inverters, Meter, MeterReading, Role};
 
 #[derive(Deserialize)]
@@ -168,17 +169,110 @@ struct Payload<'a> {
     unit: Option<&'a str>,
     timestamp: &'a str,
     serial: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    date: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hc: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hp: Option<Value>,
 }
 
-/// A `json`-format payload (§3.3): `{"value", "unit", "timestamp", "serial"}`.
-pub fn payload(value: Value, unit: Option<&str>, timestamp: &str, serial: &str) -> String {
+/// What a ledger value adds to its payload: the day it belongs to, and for a daily value
+/// split by `OFFPEAK_HOURS`, its off-peak and peak parts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dated<'a> {
+    pub date: Option<&'a str>,
+    pub split: Option<(f64, f64)>,
+}
+
+/// A `json`-format payload (§3.3): `{"value", "unit", "timestamp", "serial"}`, then
+/// `"date"`, `"hc"`, `"hp"` for ledger values.
+pub fn payload(
+    value: Value,
+    unit: Option<&str>,
+    timestamp: &str,
+    serial: &str,
+    dated: Dated,
+) -> String {
     let p = Payload {
         value,
         unit,
         timestamp,
         serial,
+        date: dated.date,
+        hc: dated.split.map(|s| number(s.0)),
+        hp: dated.split.map(|s| number(s.1)),
     };
     serde_json::to_string(&p).unwrap_or_default()
+}
+
+#[derive(serde::Serialize)]
+struct Slot<'a> {
+    time: &'a str,
+    value: Value,
+}
+
+#[derive(serde::Serialize)]
+struct Detailed<'a> {
+    date: &'a str,
+    serial: &'a str,
+    interval: &'static str,
+    unit: &'static str,
+    data: Vec<Slot<'a>>,
+}
+
+/// A `detailed` payload (§3.3): the day's half-hour energy in kWh.
+pub fn detailed(date: &str, serial: &str, slots: &[(String, f64)]) -> String {
+    let d = Detailed {
+        date,
+        serial,
+        interval: "30min",
+        unit: "kWh",
+        data: slots
+            .iter()
+            .map(|(time, kwh)| Slot {
+                time,
+                value: number(*kwh),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&d).unwrap_or_default()
+}
+
+#[derive(serde::Serialize, Deserialize)]
+struct LedgerFile {
+    version: u32,
+    #[serde(flatten)]
+    ledger: Ledger,
+}
+
+/// The ledger as the state file and the `P/S/ledger` topic keep it.
+pub fn ledger(l: &Ledger) -> String {
+    let file = LedgerFile {
+        version: 1,
+        ledger: l.clone(),
+    };
+    serde_json::to_string(&file).unwrap_or_default()
+}
+
+/// Reads what [`ledger`] wrote.
+pub fn parse_ledger(text: &str) -> Result<Ledger, String> {
+    let file: LedgerFile = parse("ledger state", text)?;
+    if file.version != 1 {
+        return Err(format!("ledger state version {} is not 1", file.version));
+    }
+    Ok(file.ledger)
+}
+
+/// A retained value: a bare number (the original envoy2mqtt, `MQTT_FORMAT=simple`) or a
+/// `json` payload, with its `date` when it has one.
+pub fn dated_number(payload: &str) -> Option<(f64, Option<String>)> {
+    if let Ok(n) = payload.trim().parse::<f64>() {
+        return n.is_finite().then_some((n, None));
+    }
+    let v: Value = serde_json::from_str(payload).ok()?;
+    let date = v.get("date").and_then(Value::as_str).map(str::to_string);
+    Some((v.get("value")?.as_f64()?, date))
 }
 
 /// One Home Assistant entity, as [`discovery`](crate::discovery) decided it.

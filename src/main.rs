@@ -1,20 +1,22 @@
 //! envoy2mqtt: reads an Enphase Envoy / IQ Gateway over its local HTTPS API and publishes
 //! what it measures to MQTT. Synchronous, one thread.
 //!
-//! Code map, in the order data flows (Envoy → readings → messages → output):
+//! Code map, in the order data flows (Envoy → readings → ledger → messages → output):
 //! - [`cli`]: the command line; [`config`]: every setting, validated once; [`error`]: the
 //!   one error type, whose kind decides the exit code.
 //! - Edges that do I/O: [`envoy`] (the HTTPS client, with [`connector`] and [`certificate`]
 //!   for the self-signed certificate, [`token`] and [`cloud`] for the JWT), [`mqtt`] (the
-//!   broker session), [`state`] (0600 files in `STATE_DIR`), [`bridge`] (the loop, signals,
-//!   `--once`), [`check`] and [`diagnose`] (the reports).
+//!   broker session), [`state`] (0600 files in `STATE_DIR`), [`archive`] (where the ledger
+//!   is kept between runs), [`bridge`] (the loop, signals, `--once`), [`check`] and [`diagnose`] (the reports).
 //! - The pure core: [`info`] (`/info` XML), [`jwt`] (token claims), [`json`] (all JSON),
-//!   [`reading`] (meters and readings → fields), [`message`] (fields → topics and payloads,
-//!   status), [`discovery`] (Home Assistant), [`command`] (incoming commands), [`tariff`]
-//!   (off-peak windows).
+//!   [`reading`] (meters and readings → fields), [`ledger`] (daily, monthly, yearly energy),
+//!   [`zone`] (local days in `TZ`), [`tariff`] (off-peak windows), [`message`] (fields →
+//!   topics and payloads, status), [`discovery`] (Home Assistant), [`command`] (incoming
+//!   commands).
 //!
 //! `main` only parses, runs and maps errors to exit codes: 0 ok, 1 runtime, 2 configuration.
 
+mod archive;
 mod bridge;
 mod certificate;
 mod check;
@@ -30,12 +32,14 @@ mod error;
 mod info;
 mod json;
 mod jwt;
+mod ledger;
 mod message;
 mod mqtt;
 mod reading;
 mod state;
 mod tariff;
 mod token;
+mod zone;
 
 use std::process::ExitCode;
 

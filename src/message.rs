@@ -7,7 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Format;
 use crate::json;
+use crate::ledger::Ledger;
 use crate::reading::{Field, Unit};
+use crate::zone::Zone;
 
 /// One MQTT message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,24 +38,33 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// `P/S/{group}/{name}`, or `P/S/{name}` without a group.
+    fn topic(&self, group: &str, name: &str) -> String {
+        if group.is_empty() {
+            format!("{}/{}/{name}", self.prefix, self.serial)
+        } else {
+            format!("{}/{}/{group}/{name}", self.prefix, self.serial)
+        }
+    }
+
     fn message(
         &self,
-        group: &str,
-        name: &str,
+        topic: String,
         value: serde_json::Value,
         unit: Unit,
         stamp: &str,
         retain: bool,
+        dated: json::Dated,
     ) -> Message {
         let payload = match self.format {
             Format::Simple => match &value {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             },
-            Format::Json => json::payload(value, unit.symbol(), stamp, &self.serial),
+            Format::Json => json::payload(value, unit.symbol(), stamp, &self.serial, dated),
         };
         Message {
-            topic: format!("{}/{}/{group}/{name}", self.prefix, self.serial),
+            topic,
             payload,
             retain,
         }
@@ -72,24 +83,31 @@ impl Publisher {
             .iter()
             .map(|f| {
                 self.message(
-                    group,
-                    &f.name,
+                    self.topic(group, &f.name),
                     json::number(f.value),
                     f.unit,
                     &stamp,
                     retain,
+                    json::Dated::default(),
                 )
             })
             .collect();
-        out.push(self.message(group, "timestamp", secs.into(), Unit::None, &stamp, retain));
+        out.push(self.message(
+            self.topic(group, "timestamp"),
+            secs.into(),
+            Unit::None,
+            &stamp,
+            retain,
+            json::Dated::default(),
+        ));
         if group == "data" {
             out.push(self.message(
-                group,
-                "timestamp_text",
+                self.topic(group, "timestamp_text"),
                 stamp.clone().into(),
                 Unit::None,
                 &stamp,
                 retain,
+                json::Dated::default(),
             ));
         }
         out
@@ -103,6 +121,77 @@ impl Publisher {
     /// `P/S/raw/{field}`, never retained, with `timestamp`.
     pub fn raw(&self, fields: &[Field], now: SystemTime) -> Vec<Message> {
         self.messages("raw", fields, now, false)
+    }
+}
+
+impl Publisher {
+    /// The ledger's retained messages: `data/{sensor}_whLifetime_00h`, `_today` and
+    /// `_yesterday` (Wh, §3.1), the §3.2 tree (kWh; `max_power` in W), each flow's
+    /// `detailed` (always JSON), and `P/S/ledger`, the state that restores the ledger when
+    /// the state file is lost.
+    pub fn ledger(
+        &self,
+        ledger: &Ledger,
+        zone: &Zone,
+        split: bool,
+        now: SystemTime,
+    ) -> Vec<Message> {
+        let stamp = humantime::format_rfc3339_seconds(now).to_string();
+        let today = ledger.today.date.to_string();
+        let yesterday = ledger.yesterday.as_ref().map(|y| y.date.to_string());
+        let mut out = Vec::new();
+        for f in ledger.daily_fields() {
+            let date = if f.name.ends_with("_yesterday") {
+                yesterday.as_deref()
+            } else {
+                Some(today.as_str())
+            };
+            let dated = json::Dated { date, split: None };
+            let value = json::number(f.value);
+            out.push(self.message(
+                self.topic("data", &f.name),
+                value,
+                f.unit,
+                &stamp,
+                self.retain,
+                dated,
+            ));
+        }
+        let totals = ledger.totals(split);
+        for f in &totals {
+            let part = |p: &str| {
+                totals
+                    .iter()
+                    .find(|t| t.name == format!("{}/{p}", f.name))
+                    .map(|t| t.value)
+            };
+            let dated = json::Dated {
+                date: Some(&today),
+                split: part("hc").zip(part("hp")),
+            };
+            let value = json::number(f.value);
+            out.push(self.message(
+                self.topic("", &f.name),
+                value,
+                f.unit,
+                &stamp,
+                self.retain,
+                dated,
+            ));
+        }
+        for (flow, slots) in ledger.detailed(zone) {
+            out.push(Message {
+                topic: self.topic(flow, "detailed"),
+                payload: json::detailed(&today, &self.serial, &slots),
+                retain: self.retain,
+            });
+        }
+        out.push(Message {
+            topic: self.topic("", "ledger"),
+            payload: json::ledger(ledger),
+            retain: true,
+        });
+        out
     }
 }
 

@@ -200,6 +200,43 @@ impl Session {
         self.subscriptions = topics;
     }
 
+    /// The retained messages of `topics`: subscribes to them and to `probe`, then publishes
+    /// to `probe`. The broker handles a connection's packets in order, so when the probe
+    /// comes back every retained message has come before it. Waits at most `wait`; then
+    /// unsubscribes. Nothing when the broker cannot be reached.
+    pub fn retained(
+        &mut self,
+        topics: &[String],
+        probe: &str,
+        wait: Duration,
+    ) -> Vec<(String, Vec<u8>)> {
+        let deadline = Instant::now() + wait;
+        if !self.connected {
+            if let Err(e) = self.connect() {
+                self.back_off(e.to_string());
+                return Vec::new();
+            }
+        }
+        let all: Vec<String> = topics.iter().cloned().chain([probe.to_string()]).collect();
+        for t in &all {
+            let _ = self.client.try_subscribe(t.clone(), QoS::AtLeastOnce);
+        }
+        self.send(&Message {
+            topic: probe.to_string(),
+            payload: "restore".into(),
+            retain: false,
+        });
+        let mut got: Vec<(String, Vec<u8>)> = Vec::new();
+        while Instant::now() < deadline && !got.iter().any(|(t, _)| t == probe) {
+            got.extend(self.pump(deadline));
+        }
+        for t in all {
+            let _ = self.client.try_unsubscribe(t);
+        }
+        got.retain(|(t, _)| t != probe);
+        got
+    }
+
     /// Connects, waiting at most the connect budget for the broker's answer.
     pub fn connect(&mut self) -> Result<()> {
         let deadline = Instant::now() + CONNECT_BUDGET;

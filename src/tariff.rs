@@ -38,6 +38,23 @@ pub fn parse(text: &str) -> Result<Vec<Window>, String> {
     Ok(windows)
 }
 
+impl Window {
+    /// Whether `minute` (after local midnight) falls in the window; a window that ends
+    /// before it starts crosses midnight.
+    pub fn contains(self, minute: u16) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
+}
+
+/// Whether `minute` is off-peak (heures creuses) in any of `windows`.
+pub fn is_offpeak(windows: &[Window], minute: u16) -> bool {
+    windows.iter().any(|w| w.contains(minute))
+}
+
 fn minute_of_day(text: &str) -> Option<u16> {
     let (h, m) = text.split_once(':')?;
     if h.is_empty() || h.len() > 2 || m.len() != 2 {
@@ -81,6 +98,30 @@ mod tests {
                 (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn offpeak_minutes_across_midnight_and_in_several_windows() {
+        let windows = parse("22:00-06:00,12:30-14:30").unwrap();
+        let cases = [
+            ("00:00", true),
+            ("05:59", true),
+            ("06:00", false),
+            ("12:29", false),
+            ("12:30", true),
+            ("14:29", true),
+            ("14:30", false),
+            ("21:59", false),
+            ("22:00", true),
+            ("23:59", true),
+        ];
+        for (time, want) in cases {
+            let minute = minute_of_day(time).unwrap();
+            assert_eq!(is_offpeak(&windows, minute), want, "{time}");
+        }
+        assert!(!is_offpeak(&[], 0), "no windows: all peak");
+        let to_midnight = parse("22:00-24:00").unwrap();
+        assert!(is_offpeak(&to_midnight, 1439) && !is_offpeak(&to_midnight, 0));
     }
 
     #[test]

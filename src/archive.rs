@@ -1,0 +1,246 @@
+//! Where the ledger lives between runs (PRODUCT.md §5): the state file `STATE_DIR/ledger.json`,
+//! else the retained `P/S/ledger` topic, else the original envoy2mqtt's retained `_00h`
+//! references, else a fresh start at the first poll.
+//!
+//! The file is written atomically and rarely, for the flash of routers: when the service
+//! starts, at each new day, on shutdown, and at every `--once` run (cron has no other
+//! moment). `--dry-run` never writes it.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::ledger::{Counters, Ledger, Note, SENSORS};
+use crate::message::{Message, Publisher};
+use crate::reading::Field;
+use crate::tariff::Window;
+use crate::zone::{Date, Zone};
+use crate::{json, state};
+
+const FILE: &str = "ledger.json";
+
+/// The ledger with its time zone, windows and file.
+pub struct Archive {
+    path: PathBuf,
+    zone: Zone,
+    windows: Vec<Window>,
+    read_only: bool,
+    ledger: Option<Ledger>,
+    /// Retained messages found on the broker, used at the first poll if there is no file.
+    retained: Vec<(String, Vec<u8>)>,
+    /// Whether the file is behind the ledger in a way that matters (a new day, a restore).
+    unsaved: bool,
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The lifetime counters among a poll's fields.
+fn counters(fields: &[Field]) -> Counters {
+    let mut c = [None; 6];
+    for (slot, sensor) in c.iter_mut().zip(SENSORS) {
+        let name = format!("{sensor}_whLifetime");
+        *slot = fields.iter().find(|f| f.name == name).map(|f| f.value);
+    }
+    c
+}
+
+/// Grid import power: the net consumption when positive.
+pub fn import_power(fields: &[Field]) -> Option<f64> {
+    fields
+        .iter()
+        .find(|f| f.name == "conso_net_eim_wNow")
+        .map(|f| f.value.max(0.0))
+}
+
+fn log(notes: &[Note]) {
+    for n in notes {
+        match n {
+            Note::NewDay(_) => log::info!("ledger: {n}"),
+            Note::Zero { .. } => log::debug!("ledger: {n}"),
+            _ => log::warn!("ledger: {n}"),
+        }
+    }
+}
+
+impl Archive {
+    /// Reads the state file; a file that cannot be read is set aside as `ledger.json.bad`.
+    pub fn open(config: &Config, read_only: bool) -> Result<Archive> {
+        let path = config.state_dir.join(FILE);
+        let ledger = match state::read(&path)? {
+            None => None,
+            Some(text) => match json::parse_ledger(&text) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    let bad = path.with_extension("json.bad");
+                    log::error!(
+                        "{}: {e}; kept as {} and restoring from the broker instead",
+                        path.display(),
+                        bad.display()
+                    );
+                    if !read_only {
+                        let _ = std::fs::rename(&path, &bad);
+                    }
+                    None
+                }
+            },
+        };
+        let mut archive = Archive {
+            path,
+            zone: Zone::system(None)?,
+            windows: Vec::new(),
+            read_only,
+            ledger,
+            retained: Vec::new(),
+            unsaved: false,
+        };
+        archive.configure(config)?;
+        Ok(archive)
+    }
+
+    /// Takes the time zone, the off-peak windows and the folder of `config` (at a reload
+    /// too: the ledger goes on, and is written to the new folder).
+    pub fn configure(&mut self, config: &Config) -> Result<()> {
+        // TZ was checked with the configuration.
+        self.zone = Zone::system(config.tz.as_deref())?;
+        log::debug!("ledger: local days in {}", self.zone.name);
+        self.windows = config.offpeak.clone();
+        let path = config.state_dir.join(FILE);
+        if path != self.path {
+            self.path = path;
+            self.save(true)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the broker's retained topics are needed (there was no state file).
+    pub fn needs_restore(&self) -> bool {
+        self.ledger.is_none()
+    }
+
+    /// The retained topics a restore reads (`P/S/ledger` first, the `_00h` references
+    /// else), and the probe topic that marks the end of them.
+    pub fn restore_topics(p: &Publisher) -> (Vec<String>, String) {
+        let base = format!("{}/{}", p.prefix, p.serial);
+        (
+            vec![format!("{base}/ledger"), format!("{base}/data/+")],
+            format!("{base}/ledger/probe"),
+        )
+    }
+
+    /// Keeps what the broker had, for the first poll.
+    pub fn adopt(&mut self, retained: Vec<(String, Vec<u8>)>) {
+        self.retained = retained;
+    }
+
+    /// Adds a data poll; returns whether the file should be written now.
+    pub fn update(&mut self, p: &Publisher, at: SystemTime, fields: &[Field]) -> bool {
+        let (at, now) = (millis(at), counters(fields));
+        if now.iter().all(Option::is_none) {
+            return false;
+        }
+        let Some(ledger) = &mut self.ledger else {
+            let started = self.first(p, at, now);
+            self.unsaved |= started;
+            return started;
+        };
+        let notes = ledger.advance(&self.zone, &self.windows, at, now, import_power(fields));
+        log(&notes);
+        let new_day = notes.iter().any(|n| matches!(n, Note::NewDay(_)));
+        self.unsaved |= new_day;
+        new_day
+    }
+
+    /// The first ledger: from `P/S/ledger`, else a fresh one with the `_00h` imported.
+    fn first(&mut self, p: &Publisher, at: i64, now: Counters) -> bool {
+        let retained = std::mem::take(&mut self.retained);
+        let ledger_topic = Archive::restore_topics(p).0.remove(0);
+        let kept = retained
+            .iter()
+            .find(|(t, _)| *t == ledger_topic)
+            .and_then(|(_, payload)| json::parse_ledger(&String::from_utf8_lossy(payload)).ok());
+        if let Some(mut l) = kept {
+            log::info!("ledger restored from the retained {ledger_topic}");
+            log(&l.advance(&self.zone, &self.windows, at, now, None));
+            self.ledger = Some(l);
+            return true;
+        }
+        let mut l = match Ledger::start(&self.zone, at, now) {
+            Ok(l) => l,
+            Err(note) => {
+                log(&[note]);
+                return false;
+            }
+        };
+        let today = l.today.date;
+        let value = |name: String, date: Date| {
+            let topic = format!("{}/{}/data/{name}", p.prefix, p.serial);
+            let (_, payload) = retained.iter().find(|(t, _)| *t == topic)?;
+            let (v, d) = json::dated_number(&String::from_utf8_lossy(payload))?;
+            // A dated value must be of the right day; a bare one (the original's) is checked
+            // against the counters by the ledger.
+            (d.is_none() || d == Some(date.to_string())).then_some(v)
+        };
+        let yesterday = Date::from_days(today.days() - 1);
+        let refs: Vec<(usize, Option<f64>, Option<f64>)> = SENSORS
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    i,
+                    value(format!("{s}_whLifetime_00h"), today),
+                    value(format!("{s}_yesterday"), yesterday),
+                )
+            })
+            .collect();
+        let taken = l.import(&refs);
+        if taken.is_empty() {
+            log::info!("ledger: starting fresh; today's values count from now");
+        } else {
+            let names: Vec<&str> = taken.iter().map(|i| SENSORS[*i]).collect();
+            log::info!(
+                "ledger: today's references taken from the retained _00h topics of {}",
+                names.join(", ")
+            );
+        }
+        self.ledger = Some(l);
+        true
+    }
+
+    /// A raw tick's grid import power, for the day's peak (kept in memory only).
+    pub fn peak(&mut self, at: SystemTime, fields: &[Field]) {
+        if let (Some(l), Some(w)) = (&mut self.ledger, import_power(fields)) {
+            l.peak(&self.zone, millis(at), w);
+        }
+    }
+
+    /// Writes the state file if anything changed since the last write (never with `--dry-run`).
+    pub fn save(&mut self, always: bool) -> Result<()> {
+        let Some(l) = &self.ledger else { return Ok(()) };
+        if self.read_only || !(always || self.unsaved) {
+            return Ok(());
+        }
+        state::write(&self.path, json::ledger(l).as_bytes())?;
+        self.unsaved = false;
+        Ok(())
+    }
+
+    /// The ledger's messages, when it has started.
+    pub fn messages(&self, p: &Publisher, now: SystemTime) -> Vec<Message> {
+        self.ledger.as_ref().map_or_else(Vec::new, |l| {
+            p.ledger(l, &self.zone, !self.windows.is_empty(), now)
+        })
+    }
+
+    /// The ledger's fields, for Home Assistant discovery.
+    pub fn fields(&self) -> Vec<Field> {
+        self.ledger.as_ref().map_or_else(Vec::new, |l| {
+            let mut f = l.daily_fields();
+            f.extend(l.totals(!self.windows.is_empty()));
+            f
+        })
+    }
+}
