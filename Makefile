@@ -15,11 +15,13 @@ build: ## debug build
 release: ## size-optimised release build (target/release/envoy2mqtt)
 	$(CARGO) build --release
 
-deps: ## install what the tests need (openssl, mosquitto, mosquitto-clients) when it is missing
+deps: ## install what the tests need (openssl, mosquitto, mosquitto-clients, libfaketime, tzdata) when it is missing
 	@missing=""; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
+	ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing="$$missing libfaketime"; \
+	[ -f /usr/share/zoneinfo/Europe/Paris ] || missing="$$missing tzdata"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

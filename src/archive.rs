@@ -1,6 +1,8 @@
-//! Where the ledger lives between runs (PRODUCT.md §5): the state file `STATE_DIR/ledger.json`,
-//! else the retained `P/S/ledger` topic, else the original envoy2mqtt's retained `_00h`
-//! references, else a fresh start at the first poll.
+//! Where the ledger lives between runs (PRODUCT.md §5): the state file `STATE_DIR/ledger.json`
+//! or the retained `P/S/ledger` topic, whichever is newer (the topic is published at every
+//! poll, the file only rarely, so after a crash or a power cut the topic is usually newer);
+//! else the original envoy2mqtt's retained `_00h` references; else a fresh start at the
+//! first poll.
 //!
 //! The file is written atomically and rarely, for the flash of routers: when the service
 //! starts, at each new day, on shutdown, and at every `--once` run (cron has no other
@@ -101,6 +103,11 @@ impl Archive {
         Ok(archive)
     }
 
+    /// Whether the state file held a ledger.
+    pub fn has_file(&self) -> bool {
+        self.ledger.is_some()
+    }
+
     /// Takes the time zone, the off-peak windows and the folder of `config` (at a reload
     /// too: the ledger goes on, and is written to the new folder).
     pub fn configure(&mut self, config: &Config) -> Result<()> {
@@ -116,11 +123,6 @@ impl Archive {
         Ok(())
     }
 
-    /// Whether the broker's retained topics are needed (there was no state file).
-    pub fn needs_restore(&self) -> bool {
-        self.ledger.is_none()
-    }
-
     /// The retained topics a restore reads (`P/S/ledger` first, the `_00h` references
     /// else), and the probe topic that marks the end of them.
     pub fn restore_topics(p: &Publisher) -> (Vec<String>, String) {
@@ -131,12 +133,35 @@ impl Archive {
         )
     }
 
-    /// Keeps what the broker had, for the first poll.
-    pub fn adopt(&mut self, retained: Vec<(String, Vec<u8>)>) {
+    /// Takes the retained ledger if it is newer than the file's; keeps the rest of what
+    /// the broker had for the first poll.
+    pub fn adopt(&mut self, p: &Publisher, retained: Vec<(String, Vec<u8>)>) {
+        let topic = Archive::restore_topics(p).0.remove(0);
+        let kept = retained
+            .iter()
+            .find(|(t, _)| *t == topic)
+            .and_then(|(_, payload)| json::parse_ledger(&String::from_utf8_lossy(payload)).ok());
+        match (kept, &self.ledger) {
+            (Some(k), Some(file)) if k.at_ms > file.at_ms => {
+                log::info!(
+                    "ledger: the retained {topic} is newer than {}: using it",
+                    self.path.display()
+                );
+                self.ledger = Some(k);
+                self.unsaved = true;
+            }
+            (Some(k), None) => {
+                log::info!("ledger restored from the retained {topic}");
+                self.ledger = Some(k);
+                self.unsaved = true;
+            }
+            _ => {}
+        }
         self.retained = retained;
     }
 
-    /// Adds a data poll; returns whether the file should be written now.
+    /// Adds a data poll; returns whether the file should be written now (a new day, a
+    /// first ledger, a restore).
     pub fn update(&mut self, p: &Publisher, at: SystemTime, fields: &[Field]) -> bool {
         let (at, now) = (millis(at), counters(fields));
         if now.iter().all(Option::is_none) {
@@ -145,29 +170,18 @@ impl Archive {
         let Some(ledger) = &mut self.ledger else {
             let started = self.first(p, at, now);
             self.unsaved |= started;
-            return started;
+            return self.unsaved;
         };
+        self.retained.clear();
         let notes = ledger.advance(&self.zone, &self.windows, at, now, import_power(fields));
         log(&notes);
-        let new_day = notes.iter().any(|n| matches!(n, Note::NewDay(_)));
-        self.unsaved |= new_day;
-        new_day
+        self.unsaved |= notes.iter().any(|n| matches!(n, Note::NewDay(_)));
+        self.unsaved
     }
 
-    /// The first ledger: from `P/S/ledger`, else a fresh one with the `_00h` imported.
+    /// The first ledger: a fresh one, with the original envoy2mqtt's `_00h` imported.
     fn first(&mut self, p: &Publisher, at: i64, now: Counters) -> bool {
         let retained = std::mem::take(&mut self.retained);
-        let ledger_topic = Archive::restore_topics(p).0.remove(0);
-        let kept = retained
-            .iter()
-            .find(|(t, _)| *t == ledger_topic)
-            .and_then(|(_, payload)| json::parse_ledger(&String::from_utf8_lossy(payload)).ok());
-        if let Some(mut l) = kept {
-            log::info!("ledger restored from the retained {ledger_topic}");
-            log(&l.advance(&self.zone, &self.windows, at, now, None));
-            self.ledger = Some(l);
-            return true;
-        }
         let mut l = match Ledger::start(&self.zone, at, now) {
             Ok(l) => l,
             Err(note) => {

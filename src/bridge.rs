@@ -99,16 +99,23 @@ impl Output for Session {
     }
 }
 
-/// How long a start without a state file waits for the broker's retained ledger.
+/// The longest wait for the broker's retained ledger at start (the probe usually ends it
+/// within milliseconds).
 const RESTORE_WAIT: Duration = Duration::from_secs(3);
 
-/// Opens the ledger; without a state file, reads the broker's retained topics for it.
-fn archive(config: &Config, p: &Publisher, out: &mut dyn Output, dry_run: bool) -> Result<Archive> {
+/// Opens the ledger: the state file, or the broker's retained copy if that is newer.
+/// `--once` writes the file before it publishes, so with a file it skips the broker.
+fn archive(
+    config: &Config,
+    p: &Publisher,
+    out: &mut dyn Output,
+    once: bool,
+    dry_run: bool,
+) -> Result<Archive> {
     let mut archive = Archive::open(config, dry_run)?;
-    if archive.needs_restore() {
+    if !(once && archive.has_file()) {
         let (topics, probe) = Archive::restore_topics(p);
-        let found = out.retained(&topics, &probe, RESTORE_WAIT);
-        archive.adopt(found);
+        archive.adopt(p, out.retained(&topics, &probe, RESTORE_WAIT));
     }
     Ok(archive)
 }
@@ -216,7 +223,7 @@ pub fn once(config: &Config, dry_run: bool) -> Result<()> {
         Ok((envoy, snap)) => {
             let fields = reading::data_fields(snap);
             let now = SystemTime::now();
-            let mut archive = archive(config, &p, out.as_mut(), dry_run)?;
+            let mut archive = archive(config, &p, out.as_mut(), true, dry_run)?;
             archive.update(&p, now, &fields);
             archive.save(true)?;
             // Cron: entities expire after three missed runs (at least 15 minutes).
@@ -560,6 +567,7 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         &config,
         &publisher(&config, &envoy.serial),
         out.as_mut(),
+        false,
         dry_run,
     )?;
     let start = Instant::now();

@@ -40,6 +40,10 @@ const NET: usize = 5;
 /// increase faster than this, plus 5 kWh of slack, is a counter glitch, not energy.
 pub const MAX_POWER_W: f64 = 50_000.0;
 const SLACK_WH: f64 = 5_000.0;
+/// A step back this small is rounding or the two CTs behind a derived counter
+/// (self-consumption) not sampled at once: no energy, and the higher value stays the
+/// reference so that nothing is counted twice when it climbs back.
+const JITTER_WH: f64 = 1.0;
 /// Before this year the clock is not set yet (a router before NTP).
 const FIRST_YEAR: i64 = 2024;
 /// A longer silence is not spread over the days: the ledger starts again at today.
@@ -200,6 +204,9 @@ impl Ledger {
                 continue;
             }
             let d = now - before;
+            if (-JITTER_WH..0.0).contains(&d) && i != NET {
+                continue;
+            }
             if (d < 0.0 && i != NET) || d.abs() > limit {
                 notes.push(Note::Rebased {
                     sensor: i,

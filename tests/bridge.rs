@@ -5,6 +5,7 @@
 #[path = "../examples/envoy_sim/sim.rs"]
 mod sim;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -1681,4 +1682,458 @@ fn discovery_payloads_pass_home_assistant_rules() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The ledger, end to end, on a wall clock the test controls (libfaketime).
+
+/// 2026-10-24 00:00 UTC: where the simulated counters start.
+const ORIGIN: i64 = 1_792_800_000;
+/// Local midnights in Europe/Paris, written out (`TZ=Europe/Paris date -d '2026-10-25' +%s`):
+/// 2026-10-25 00:00 CEST and 2026-10-26 00:00 CET. The day between has 25 hours.
+const MIDNIGHT_25: i64 = 1_792_879_200;
+const MIDNIGHT_26: i64 = 1_792_969_200;
+
+/// Mean power by UTC hour, W. The night (20:00 to 06:59 UTC) is flat, so the counters are
+/// straight lines through both local midnights and interpolation there is exact.
+const PRODUCTION_W: [f64; 24] = [
+    0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 600.0, 1400.0, 2200.0, 2800.0, 3000.0, 2800.0, 2200.0,
+    1400.0, 600.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+];
+const HOUSE_W: [f64; 24] = [
+    400.0, 400.0, 400.0, 400.0, 400.0, 400.0, 400.0, 1200.0, 700.0, 500.0, 500.0, 500.0, 900.0,
+    500.0, 500.0, 500.0, 500.0, 1600.0, 1600.0, 1600.0, 400.0, 400.0, 400.0, 400.0,
+];
+
+/// The lifetime counters at `t`, Wh: production, grid import, grid export.
+fn curve(t: i64) -> [f64; 3] {
+    let mut e = [3_000_000.0, 2_000_000.0, 1_500_000.0];
+    let mut at = ORIGIN;
+    while at < t {
+        let hour = ((at - ORIGIN) / 3600 % 24) as usize;
+        let hours = ((t - at).min(3600)) as f64 / 3600.0;
+        let net = HOUSE_W[hour] - PRODUCTION_W[hour];
+        e[0] += PRODUCTION_W[hour] * hours;
+        e[1] += net.max(0.0) * hours;
+        e[2] += (-net).max(0.0) * hours;
+        at += 3600;
+    }
+    e
+}
+
+/// Energy between two instants, Wh: production, house consumption, import, export.
+fn energy(from: i64, to: i64) -> [f64; 4] {
+    let (a, b) = (curve(from), curve(to));
+    let (p, i, x) = (b[0] - a[0], b[1] - a[1], b[2] - a[2]);
+    [p, p + i - x, i, x]
+}
+
+/// libfaketime from Debian (`make deps`): the bridge's wall clock reads the file the
+/// simulated Envoy writes; its monotonic clock (timers) stays real.
+fn faketime(file: &Path) -> Vec<(&'static str, String)> {
+    let lib = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime is needed: make deps installs it");
+    vec![
+        ("LD_PRELOAD", lib.to_str().unwrap().to_string()),
+        (
+            "FAKETIME_TIMESTAMP_FILE",
+            file.to_str().unwrap().to_string(),
+        ),
+        ("FAKETIME_FMT", "%s".into()),
+        ("FAKETIME_NO_CACHE", "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+    ]
+}
+
+/// A simulated Envoy (7.6.175_with_cts) whose clock starts at `start` and moves `step`
+/// seconds at each readings request, up to `until`.
+fn clocked_envoy(dir: &Tmp, start: i64, step: i64, until: i64) -> Envoy {
+    let fixture = fixtures().join("7.6.175_with_cts");
+    let control = Control::new(&serial_of(&fixture));
+    let clock = sim::Clock {
+        file: dir.path("now"),
+        now: start,
+        step,
+        until,
+        energy: curve,
+    };
+    clock.write();
+    control.lock().clock = Some(clock);
+    envoy_with(&fixture, control)
+}
+
+fn clock_now(e: &Envoy) -> i64 {
+    e.server.control.lock().clock.as_ref().unwrap().now
+}
+
+/// A clocked Envoy, a broker, a state folder, and the bridge's environment for them under
+/// libfaketime, with `settings` added.
+struct Clocked {
+    e: Envoy,
+    broker: Mosquitto,
+    state: Tmp,
+    env: Vec<(&'static str, String)>,
+    _dir: Tmp,
+}
+
+fn clocked(start: i64, step: i64, until: i64, settings: &[(&'static str, &str)]) -> Clocked {
+    let dir = Tmp::new("clock");
+    let e = clocked_envoy(&dir, start, step, until);
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let mut env = with(bridge_env(&e, &broker, &state), settings);
+    env.extend(faketime(&dir.path("now")));
+    Clocked {
+        e,
+        broker,
+        state,
+        env,
+        _dir: dir,
+    }
+}
+
+/// Waits until the clock reached `until` and three more polls ran at that time.
+fn run_to_the_end(d: &Daemon, e: &Envoy, until: i64) {
+    assert!(
+        d.wait_until(Duration::from_secs(120), |_| clock_now(e) >= until),
+        "the clock stopped at {}: {}",
+        clock_now(e),
+        d.stderr()
+    );
+    let polls = e.server.control.count("GET /ivp/meters/readings");
+    assert!(d.wait_until(Duration::from_secs(10), |_| {
+        e.server.control.count("GET /ivp/meters/readings") >= polls + 3
+    }));
+}
+
+/// The retained JSON payloads under `envoy/122238082763/`, by the rest of their topic.
+fn retained_values(broker: &Mosquitto) -> BTreeMap<String, serde_json::Value> {
+    let sub = Subscriber::start(broker, &[]);
+    let year = "envoy/122238082763/production/year";
+    assert!(sub.wait_until(Duration::from_secs(5), |s| {
+        s.iter().any(|m| m.topic == year)
+    }));
+    sub.seen()
+        .into_iter()
+        .filter(|m| m.retained)
+        .filter_map(|m| {
+            let rest = m.topic.strip_prefix("envoy/122238082763/")?.to_string();
+            Some((rest, serde_json::from_str(&m.payload).ok()?))
+        })
+        .collect()
+}
+
+/// Checks the daily, month and year values against the curve; `first` is the first
+/// reading, `end` the last, `slack` the allowed error in Wh.
+fn check_ledger(got: &BTreeMap<String, serde_json::Value>, first: i64, end: i64, slack: f64) {
+    let yesterday = energy(MIDNIGHT_25, MIDNIGHT_26);
+    let today = energy(MIDNIGHT_26, end);
+    let month = energy(first, end);
+    let value = |topic: &str| {
+        got.get(topic)
+            .unwrap_or_else(|| panic!("no retained {topic}: {:?}", got.keys()))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let sensors = ["prod_eim", "conso_all_eim", "import_eim", "grid_eim"];
+    let flows = ["production", "consumption", "import", "export"];
+    for k in 0..4 {
+        let checks = [
+            (
+                format!("data/{}_yesterday", sensors[k]),
+                value(&format!("data/{}_yesterday", sensors[k])),
+                yesterday[k],
+            ),
+            (
+                format!("data/{}_today", sensors[k]),
+                value(&format!("data/{}_today", sensors[k])),
+                today[k],
+            ),
+            (
+                format!("{}/daily", flows[k]),
+                value(&format!("{}/daily", flows[k])) * 1000.0,
+                today[k],
+            ),
+            (
+                format!("{}/month", flows[k]),
+                value(&format!("{}/month", flows[k])) * 1000.0,
+                month[k],
+            ),
+            (
+                format!("{}/year", flows[k]),
+                value(&format!("{}/year", flows[k])) * 1000.0,
+                month[k],
+            ),
+        ];
+        for (topic, got, want) in checks {
+            println!("{topic}: {got:.3} Wh, expected {want:.3}");
+            assert!(
+                (got - want).abs() <= slack,
+                "{topic}: got {got}, want {want}"
+            );
+        }
+    }
+    assert_eq!(got["data/prod_eim_yesterday"]["date"], "2026-10-25");
+    assert_eq!(got["data/prod_eim_today"]["date"], "2026-10-26");
+    assert_eq!(got["production/daily"]["date"], "2026-10-26");
+}
+
+#[test]
+fn ledger_as_a_service_across_two_midnights_and_a_dst_change() {
+    // 2026-10-24 21:03 CEST to 2026-10-26 01:00 CET, a reading every 10 simulated minutes.
+    let (start, step, until) = (MIDNIGHT_25 - 10_620, 600, MIDNIGHT_26 + 3600);
+    let c = clocked(
+        start,
+        step,
+        until,
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "150ms"),
+            ("HA_DISCOVERY", "false"),
+            ("MQTT_FORMAT", "json"),
+            ("TZ", "Europe/Paris"),
+            ("OFFPEAK_HOURS", "22:00-06:00"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&c.env), &[]);
+    run_to_the_end(&d, &c.e, until);
+    let got = retained_values(&c.broker);
+    check_ledger(&got, start + step, until, 1.0);
+    // 00:00 to 01:00 is off-peak: all of today's import is HC.
+    let import = &got["import/daily"];
+    assert_eq!(import["hc"], import["value"]);
+    assert_eq!(import["hp"], 0);
+    let detail = &got["import/detailed"]["data"];
+    let times: Vec<&str> = detail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["time"].as_str().unwrap())
+        .collect();
+    // The day so far: at 01:00 sharp the 01:00 slot has begun.
+    assert_eq!(times, ["00:00", "00:30", "01:00"]);
+    let log = d.stderr();
+    assert_eq!(log.matches("new day 2026-10-25").count(), 1, "{log}");
+    assert_eq!(log.matches("new day 2026-10-26").count(), 1, "{log}");
+}
+
+#[test]
+fn ledger_from_cron_every_five_minutes() {
+    // 2026-10-24 23:31 CEST to 2026-10-26 01:31 CET, one --once run every 5 minutes.
+    let (start, step, until) = (MIDNIGHT_25 - 1740, 300, MIDNIGHT_26 + 5460);
+    let c = clocked(
+        start,
+        step,
+        until,
+        &[
+            ("HA_DISCOVERY", "false"),
+            ("MQTT_FORMAT", "json"),
+            ("TZ", "CET-1CEST,M3.5.0,M10.5.0/3"),
+            ("OFFPEAK_HOURS", "00:30-06:00"),
+        ],
+    );
+    once_runs(&c.env, ((until - start) / step) as usize);
+    assert_eq!(clock_now(&c.e), until);
+    let got = retained_values(&c.broker);
+    // The counters are straight lines through both midnights and the 00:30 edge: the
+    // interpolation bound is the rounding of the payloads.
+    check_ledger(&got, start + step, until, 1.0);
+    let import = &got["import/daily"];
+    let hc = energy(MIDNIGHT_26 + 1800, until)[2] / 1000.0;
+    let hp = energy(MIDNIGHT_26, MIDNIGHT_26 + 1800)[2] / 1000.0;
+    println!(
+        "import today: hc {} kWh (expected {hc:.3}), hp {} kWh (expected {hp:.3})",
+        import["hc"], import["hp"]
+    );
+    assert!((import["hc"].as_f64().unwrap() - hc).abs() <= 0.001);
+    assert!((import["hp"].as_f64().unwrap() - hp).abs() <= 0.001);
+}
+
+/// The state file as JSON; every day value in it must be ≥ 0 (the net counter aside).
+fn check_state_file(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("corrupt state file ({e}): {text}"));
+    assert_eq!(v["version"], 1, "{text}");
+    let days = [
+        &v["today"]["energy"],
+        &v["yesterday"]["energy"],
+        &v["month"],
+        &v["year"],
+    ];
+    for list in days.iter().filter_map(|d| d.as_array()) {
+        for wh in &list[..5] {
+            assert!(wh.as_f64().unwrap() >= 0.0, "negative day value: {text}");
+        }
+    }
+    Some(v)
+}
+
+#[test]
+fn kill_9_at_random_moments_never_corrupts_or_double_counts() {
+    let (start, step, until) = (MIDNIGHT_25 - 10_620, 600, MIDNIGHT_26 + 3600);
+    let c = clocked(
+        start,
+        step,
+        until,
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "100ms"),
+            ("HA_DISCOVERY", "false"),
+            ("MQTT_FORMAT", "json"),
+            ("TZ", "Europe/Paris"),
+        ],
+    );
+    let file = c.state.path("ledger.json");
+    // A fixed pseudo-random sequence (LCG): the same moments at every run of the test.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut files = 0;
+    for _ in 0..100 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let pause = Duration::from_millis(20 + (seed >> 33) % 300);
+        let d = Daemon::start(&pairs(&c.env), &[]);
+        std::thread::sleep(pause);
+        drop(d); // SIGKILL
+        files += usize::from(check_state_file(&file).is_some());
+    }
+    println!("100 kills; the state file was readable after {files} of them");
+    // Then run to the end of the clock and a few polls more.
+    let d = Daemon::start(&pairs(&c.env), &[]);
+    run_to_the_end(&d, &c.e, until);
+    check_state_file(&file).expect("a state file");
+    let got = retained_values(&c.broker);
+    check_ledger(&got, start + step, until, 1.0);
+}
+
+/// `--once` at `n` successive clock steps.
+fn once_runs(env: &[(&'static str, String)], n: usize) {
+    for i in 0..n {
+        let out = run(&pairs(env), &["--once"]);
+        assert!(out.status.success(), "run {i}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn ledger_survives_a_lost_state_file_and_a_wiped_broker() {
+    // 2026-10-24 23:30 CEST, every 5 minutes: midnight after the 6th run.
+    let (start, step) = (MIDNIGHT_25 - 1800, 300);
+    let Clocked {
+        e,
+        mut broker,
+        state,
+        mut env,
+        _dir,
+    } = clocked(
+        start,
+        step,
+        MIDNIGHT_26,
+        &[
+            ("HA_DISCOVERY", "false"),
+            ("MQTT_FORMAT", "json"),
+            ("TZ", "Europe/Paris"),
+        ],
+    );
+    let file = state.path("ledger.json");
+    let first = start + step;
+    let expect = |got: &BTreeMap<String, serde_json::Value>, what: &str| {
+        let now = clock_now(&e);
+        let yesterday = energy(first, MIDNIGHT_25)[1];
+        let today = energy(MIDNIGHT_25, now)[1];
+        let y = got["data/conso_all_eim_yesterday"]["value"]
+            .as_f64()
+            .unwrap();
+        let t = got["data/conso_all_eim_today"]["value"].as_f64().unwrap();
+        let m = got["consumption/month"]["value"].as_f64().unwrap() * 1000.0;
+        println!(
+            "{what}: yesterday {y} Wh (expected {yesterday}), today {t} Wh (expected {today})"
+        );
+        assert!(
+            (y - yesterday).abs() <= 1.0,
+            "{what}: yesterday {y}, want {yesterday}"
+        );
+        assert!((t - today).abs() <= 1.0, "{what}: today {t}, want {today}");
+        assert!((m - yesterday - today).abs() <= 1.0, "{what}: month {m}");
+        assert_eq!(got["data/prod_eim_today"]["date"], "2026-10-25", "{what}");
+    };
+    // House consumption, into the morning.
+    once_runs(&env, 12 * 10);
+    expect(&retained_values(&broker), "before");
+
+    std::fs::remove_file(&file).unwrap();
+    once_runs(&env, 1);
+    expect(
+        &retained_values(&broker),
+        "state file deleted, restored from the broker",
+    );
+    check_state_file(&file).expect("written again");
+
+    broker.restart();
+    env.retain(|(k, _)| *k != "MQTT_PORT");
+    env.push(("MQTT_PORT", broker.port()));
+    once_runs(&env, 1);
+    expect(
+        &retained_values(&broker),
+        "broker wiped, restored from the state file",
+    );
+}
+
+#[test]
+fn original_envoy2mqtt_references_are_imported_on_first_start() {
+    let dir = Tmp::new("clock");
+    // 2026-10-25 10:00 CET: ten hours into the day.
+    let now = MIDNIGHT_25 + 11 * 3600;
+    let e = clocked_envoy(&dir, now - 60, 60, now);
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let midnight = curve(MIDNIGHT_25);
+    // As the Python envoy2mqtt left them: bare numbers, retained.
+    for (topic, value) in [
+        ("prod_eim_whLifetime_00h", midnight[0]),
+        ("prod_eim_yesterday", 12_345.0),
+        ("import_eim_whLifetime_00h", midnight[1]),
+        // Above the counter: not today's, refused.
+        ("grid_eim_whLifetime_00h", midnight[2] + 50_000.0),
+    ] {
+        publish(
+            &broker,
+            &format!("envoy/122238082763/data/{topic}"),
+            &value.to_string(),
+            &["-r"],
+        );
+    }
+    let mut env = with(
+        bridge_env(&e, &broker, &state),
+        &[("HA_DISCOVERY", "false"), ("TZ", "Europe/Paris")],
+    );
+    env.extend(faketime(&dir.path("now")));
+    let out = run(&pairs(&env), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sub = Subscriber::start(&broker, &[]);
+    let topic = "envoy/122238082763/data/grid_eim_today";
+    assert!(sub.wait_until(Duration::from_secs(5), |s| {
+        s.iter().any(|m| m.topic == topic)
+    }));
+    let value = |t: &str| {
+        sub.last(&format!("envoy/122238082763/data/{t}"))
+            .unwrap()
+            .1
+            .parse::<f64>()
+            .unwrap()
+    };
+    let today = energy(MIDNIGHT_25, now);
+    assert!((value("prod_eim_today") - today[0]).abs() <= 1.0);
+    assert!((value("import_eim_today") - today[2]).abs() <= 1.0);
+    assert_eq!(value("prod_eim_yesterday"), 12_345.0);
+    assert_eq!(
+        value("grid_eim_today"),
+        0.0,
+        "a reference above the counter is refused"
+    );
+    assert!(
+        text(&out.stderr).contains("taken from the retained _00h topics of prod_eim, import_eim")
+    );
 }

@@ -48,6 +48,45 @@ pub struct Faults {
     pub rate: f64,
 }
 
+/// A wall clock shared with the bridge through libfaketime's timestamp file
+/// (`FAKETIME_TIMESTAMP_FILE`, `FAKETIME_FMT=%s`): each readings request moves it `step`
+/// seconds on (up to `until`), writes it, and serves the counters of that moment. The
+/// bridge reads its clock after the answer, so both always agree on the time of a reading.
+pub struct Clock {
+    pub file: PathBuf,
+    pub now: i64,
+    pub step: i64,
+    pub until: i64,
+    /// Lifetime counters at a Unix second, Wh: production, grid import, grid export. Set
+    /// on the first two readings (the production CT, then the net-consumption CT, as in
+    /// `7.6.175_with_cts`).
+    pub energy: fn(i64) -> [f64; 3],
+}
+
+impl Clock {
+    /// Writes the time atomically: libfaketime reads the file at every clock call.
+    pub fn write(&self) {
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{}\n", self.now)).unwrap();
+        std::fs::rename(&tmp, &self.file).unwrap();
+    }
+
+    fn tick(&mut self, body: &str) -> String {
+        self.now = (self.now + self.step).min(self.until);
+        self.write();
+        let [produced, imported, exported] = (self.energy)(self.now);
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(body) else {
+            return body.to_string();
+        };
+        if let Some(list) = v.as_array_mut().filter(|l| l.len() >= 2) {
+            list[0]["actEnergyDlvd"] = serde_json::json!(produced);
+            list[1]["actEnergyDlvd"] = serde_json::json!(imported);
+            list[1]["actEnergyRcvd"] = serde_json::json!(exported);
+        }
+        v.to_string()
+    }
+}
+
 /// What the server saw and what it accepts.
 #[derive(Debug, Default)]
 pub struct Seen {
@@ -59,6 +98,7 @@ pub struct Seen {
 /// Shared state of the simulated Envoy and cloud.
 pub struct State {
     pub faults: Faults,
+    pub clock: Option<Clock>,
     pub seen: Seen,
     /// Tokens the Envoy accepts (the cloud adds the ones it issues).
     pub tokens: HashSet<String>,
@@ -88,6 +128,7 @@ impl Control {
                 counters: Counters::Advancing,
                 rate: 0.0,
             },
+            clock: None,
             seen: Seen::default(),
             tokens: HashSet::new(),
             sessions: HashSet::new(),
@@ -406,6 +447,8 @@ fn connection(
     handler: Arc<Handler>,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    // Like a real server: no 40 ms Nagle and delayed-ACK stall between responses.
+    let _ = stream.set_nodelay(true);
     let Ok(conn) = rustls::ServerConnection::new(config) else {
         return;
     };
@@ -430,12 +473,11 @@ fn connection(
             out.push_str(&format!("{k}: {v}\r\n"));
         }
         out.push_str("\r\n");
+        // One write: header and body in one TLS record.
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&resp.body);
         let w = tls.get_mut();
-        if w.write_all(out.as_bytes())
-            .and_then(|()| w.write_all(&resp.body))
-            .and_then(|()| w.flush())
-            .is_err()
-        {
+        if w.write_all(&bytes).and_then(|()| w.flush()).is_err() {
             return;
         }
     }
@@ -564,6 +606,9 @@ pub fn envoy(fixture: &Path, cert_dir: &Path, control: Control) -> Server {
         if req.path == "/ivp/meters/readings" {
             let add = s.started.elapsed().as_secs_f64() * s.faults.rate;
             body = adjust_counters(&body, s.faults.counters, add);
+            if let Some(clock) = s.clock.as_mut() {
+                body = clock.tick(&body);
+            }
         }
         let content_type = if body.trim_start().starts_with('<') {
             "text/html"
