@@ -4,10 +4,10 @@ CARGO ?= cargo
 FIXTURES ?= ../shared/fixtures/envoy
 VARIANT ?= 7.6.175_with_cts
 
-.PHONY: help build release test deps lint demo bench clean
+.PHONY: help build release test deps lint demo bench clean cross cross-check size ipk deb install
 
 help: ## list the tasks
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 build: ## debug build
 	$(CARGO) build
@@ -54,3 +54,33 @@ clean: ## remove build output
 
 bench: ## figures for the README: binary size, --once wall time on loopback
 	scripts/bench
+
+cross: ## static musl binaries for x86_64, aarch64, armv7, ARMv6 in build/cross (zig, no Docker)
+	scripts/cross
+
+cross-check: ## run each cross binary under qemu-user through the --once smoke test (minutes)
+	scripts/cross-check
+
+size: ## size of each cross binary against its budget, and the largest crates
+	scripts/size
+
+ipk: ## OpenWrt .ipk packages from the cross binaries, in build/packages
+	scripts/package ipk
+
+deb: ## Debian .deb packages (amd64, arm64, armhf) from the cross binaries, in build/packages
+	scripts/package deb
+
+PREFIX ?= /usr/local
+install: ## install the binary, the systemd unit and /etc/default/envoy2mqtt (as root; installed disabled)
+	@case "$$(uname -m)" in \
+	  x86_64) t=x86_64-unknown-linux-musl;; aarch64) t=aarch64-unknown-linux-musl;; \
+	  armv7l) t=armv7-unknown-linux-musleabihf;; *) t=arm-unknown-linux-musleabihf;; \
+	esac; bin=build/cross/envoy2mqtt-$$t; \
+	[ -x "$$bin" ] || bin=target/release/envoy2mqtt; \
+	[ -x "$$bin" ] || { echo "build first: make release (or make cross)"; exit 1; }; \
+	echo "installing $$bin"; \
+	install -D -m 0755 "$$bin" $(DESTDIR)$(PREFIX)/bin/envoy2mqtt; \
+	install -D -m 0644 packaging/envoy2mqtt.service $(DESTDIR)/etc/systemd/system/envoy2mqtt.service; \
+	sed -i 's|^ExecStart=/usr/bin/|ExecStart=$(PREFIX)/bin/|' $(DESTDIR)/etc/systemd/system/envoy2mqtt.service; \
+	[ -e $(DESTDIR)/etc/default/envoy2mqtt ] || install -D -m 0600 packaging/envoy2mqtt.default $(DESTDIR)/etc/default/envoy2mqtt; \
+	echo "edit /etc/default/envoy2mqtt, then: systemctl daemon-reload && systemctl enable --now envoy2mqtt"

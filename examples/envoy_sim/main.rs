@@ -1,6 +1,7 @@
 //! `cargo run --example envoy_sim -- FIXTURE_DIR [CERT_DIR]`: a simulated Envoy on loopback
 //! serving a fixture folder over HTTPS, for trying envoy2mqtt without hardware (`make demo`).
-//! It prints its URL and a token it accepts, then serves until stopped.
+//! It prints its URL and a token it accepts, then serves until stopped. The energy counters
+//! advance by `SIM_RATE` Wh a second (0.5 unless set; 0 keeps the fixture's numbers).
 
 mod sim;
 
@@ -23,7 +24,10 @@ fn main() {
         .unwrap_or("000000000000")
         .to_string();
     let control = sim::Control::new(&serial);
-    control.lock().faults.rate = 0.5;
+    control.lock().faults.rate = std::env::var("SIM_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0.5);
     let server = sim::envoy(&fixture, &certs, control.clone());
     println!("url {}", server.url());
     println!(
