@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURES ?= ../shared/fixtures/envoy
 VARIANT ?= 7.6.175_with_cts
 
-.PHONY: help build release test deps lint demo bench clean cross cross-check size ipk deb install
+.PHONY: help build release test deps lint demo bench soak fuzz clean cross cross-check size ipk deb install
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) clippy --all-targets -- -D warnings
 
 test: deps lint ## everything CI checks: lint, unit and end-to-end tests
-	$(CARGO) test --bins --tests
+	$(CARGO) test --lib --bins --tests
 
 demo: ## a simulated Envoy on loopback, and envoy2mqtt --once --dry-run against it
 	@$(CARGO) build -q --examples --bins
@@ -52,8 +52,14 @@ demo: ## a simulated Envoy on loopback, and envoy2mqtt --once --dry-run against 
 clean: ## remove build output
 	$(CARGO) clean
 
-bench: ## figures for the README: binary size, --once wall time on loopback
+bench: ## the figures table: sizes, the service at 1 Hz for 10 minutes, --once (BENCH_SECONDS to change)
 	scripts/bench
+
+soak: ## the service for an hour: memory after 10 minutes against after 60
+	BENCH_SECONDS=3600 BENCH_SOAK=1 scripts/bench
+
+fuzz: ## every fuzz target for 10 million executions (FUZZ_RUNS to change); nightly
+	scripts/fuzz
 
 cross: ## static musl binaries for x86_64, aarch64, armv7, ARMv6 in build/cross (zig, no Docker)
 	scripts/cross

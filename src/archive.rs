@@ -100,6 +100,17 @@ impl Archive {
             unsaved: false,
         };
         archive.configure(config)?;
+        if archive
+            .ledger
+            .as_ref()
+            .is_some_and(|l| !l.is_sound(&archive.zone))
+        {
+            log::error!(
+                "{}: the ledger in it is not one envoy2mqtt writes; restoring from the broker instead",
+                archive.path.display()
+            );
+            archive.ledger = None;
+        }
         Ok(archive)
     }
 
@@ -140,7 +151,8 @@ impl Archive {
         let kept = retained
             .iter()
             .find(|(t, _)| *t == topic)
-            .and_then(|(_, payload)| json::parse_ledger(&String::from_utf8_lossy(payload)).ok());
+            .and_then(|(_, payload)| json::parse_ledger(&String::from_utf8_lossy(payload)).ok())
+            .filter(|l| l.is_sound(&self.zone));
         match (kept, &self.ledger) {
             (Some(k), Some(file)) if k.at_ms > file.at_ms => {
                 log::info!(

@@ -6,9 +6,10 @@
 //! adds the counters' increase since the previous poll, spread linearly over the time
 //! between them, minute by minute; so a midnight, a half-hour or an off-peak edge crossed
 //! between two polls is placed by linear interpolation, and missed midnights roll one
-//! day at a time. A counter that goes backwards (the net counter excepted), jumps by
-//! more than [`MAX_POWER_W`] could explain, or reads 0 adds nothing: the ledger re-bases
-//! on the new value and says so. Nothing happens while the clock is before 2024.
+//! day at a time. A counter that goes backwards (the net counter excepted) adds nothing: if
+//! it is back above its reference within [`RESET_POLLS`] polls it was a glitch, else a reset
+//! and the ledger re-bases on it and says so. A jump by more than [`MAX_POWER_W`] could
+//! explain re-bases at once; a 0 is ignored. Nothing happens while the clock is before 2024.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,10 @@ const SLACK_WH: f64 = 5_000.0;
 /// (self-consumption) not sampled at once: no energy, and the higher value stays the
 /// reference so that nothing is counted twice when it climbs back.
 const JITTER_WH: f64 = 1.0;
+/// A counter that stays below its reference this many polls in a row was reset (an Envoy
+/// reboot, a firmware update): the ledger continues from it. Fewer, it was a glitch (a CT
+/// misreading), and the reference stays, so that nothing is counted twice when it is back.
+const RESET_POLLS: u8 = 3;
 /// Before this year the clock is not set yet (a router before NTP).
 const FIRST_YEAR: i64 = 2024;
 /// A longer silence is not spread over the days: the ledger starts again at today.
@@ -101,6 +106,13 @@ pub struct Ledger {
     /// The last poll: its time (Unix ms) and the counters the next increase is taken from.
     pub at_ms: i64,
     pub counters: Counters,
+    /// A counter below its reference: the first value seen there, and for how many polls.
+    #[serde(default)]
+    pub below: [Option<(f64, u8)>; 6],
+    /// After a reset: the value the counter left, and what was counted since, in case it
+    /// comes back to it (a glitch longer than [`RESET_POLLS`] polls).
+    #[serde(default)]
+    pub left: [Option<(f64, f64)>; 6],
 }
 
 /// What happened to the ledger that the log should tell.
@@ -166,7 +178,27 @@ impl Ledger {
             year: [0.0; 6],
             at_ms,
             counters,
+            below: [None; 6],
+            left: [None; 6],
         })
+    }
+
+    /// Whether a ledger read back from a file or a topic is one this program could have
+    /// written: times after 2024 and before 2200, a today consistent with its last poll,
+    /// at most 50 half-hours, finite values.
+    pub fn is_sound(&self, zone: &Zone) -> bool {
+        let day = zone.day(self.at_ms.div_euclid(1000));
+        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        (1_704_067_200_000..7_258_118_400_000).contains(&self.at_ms)
+            && (day - self.today.date.days()).abs() <= 1
+            && self.today.slots.len() <= MAX_SLOTS
+            && finite(&self.today.energy)
+            && finite(&self.today.offpeak)
+            && finite(&self.month)
+            && finite(&self.year)
+            && self.today.slots.iter().all(|s| finite(s))
+            && self.counters.iter().flatten().all(|c| c.is_finite())
+            && self.yesterday.as_ref().is_none_or(|y| finite(&y.energy))
     }
 
     /// Adds the poll at `at_ms` (Unix ms) with `counters` and the grid import power.
@@ -191,7 +223,7 @@ impl Ledger {
         } else {
             at_ms
         };
-        let hours = (at - self.at_ms) as f64 / 3_600_000.0;
+        let hours = at.saturating_sub(self.at_ms) as f64 / 3_600_000.0;
         let limit = MAX_POWER_W * hours + SLACK_WH;
         let mut delta = [0.0; 6];
         for (i, now) in counters.iter().enumerate() {
@@ -207,7 +239,37 @@ impl Ledger {
             if (-JITTER_WH..0.0).contains(&d) && i != NET {
                 continue;
             }
-            if (d < 0.0 && i != NET) || d.abs() > limit {
+            if d < 0.0 && i != NET {
+                // Below the reference: a glitch if it comes back, a reset if it stays.
+                let (low, polls) = self.below[i].map_or((now, 1), |(low, n)| (low, n + 1));
+                if polls < RESET_POLLS {
+                    self.below[i] = Some((low, polls));
+                    continue;
+                }
+                notes.push(Note::Rebased {
+                    sensor: i,
+                    from: before,
+                    to: now,
+                });
+                // What it counted since it went down is energy all the same.
+                delta[i] = (now - low).clamp(0.0, limit);
+                self.below[i] = None;
+                self.left[i] = Some((before, delta[i]));
+                self.counters[i] = Some(now);
+                continue;
+            }
+            self.below[i] = None;
+            if let Some((from, counted)) =
+                self.left[i].filter(|(from, _)| before < *from && now >= *from)
+            {
+                // Back on the series it left: the energy since then is what that series
+                // gained, less what was counted meanwhile.
+                delta[i] = (now - from - counted).clamp(0.0, limit);
+                self.left[i] = None;
+                self.counters[i] = Some(now);
+                continue;
+            }
+            if d.abs() > limit {
                 notes.push(Note::Rebased {
                     sensor: i,
                     from: before,
@@ -215,10 +277,16 @@ impl Ledger {
                 });
             } else {
                 delta[i] = d;
+                if let Some((_, counted)) = &mut self.left[i] {
+                    *counted += d;
+                }
             }
             self.counters[i] = Some(now);
         }
-        if day - self.today.date.days() > MAX_GAP_DAYS {
+        // Measured both by the day and by the last poll's time, so that a damaged state
+        // whose two disagree cannot make the minute walk below run for years.
+        let gap_ms = at.saturating_sub(self.at_ms);
+        if day - self.today.date.days() > MAX_GAP_DAYS || gap_ms > (MAX_GAP_DAYS + 1) * 86_400_000 {
             notes.push(Note::Gap {
                 days: day - self.today.date.days(),
             });
@@ -590,15 +658,51 @@ mod tests {
                 0,
             ),
             (
-                "backwards step",
-                &[(0, 5000.0), (m, 5010.0), (2 * m, 4000.0), (3 * m, 4005.0)],
-                15.0,
+                "backwards glitch, then back",
+                &[(0, 5000.0), (m, 5010.0), (2 * m, 4000.0), (3 * m, 5020.0)],
+                20.0,
+                0,
+            ),
+            (
+                // Three polls below: a reset; what it counted from 4000 is energy.
+                "backwards step that stays",
+                &[
+                    (0, 5000.0),
+                    (m, 5010.0),
+                    (2 * m, 4000.0),
+                    (3 * m, 4005.0),
+                    (4 * m, 4010.0),
+                    (5 * m, 4015.0),
+                ],
+                25.0,
+                1,
+            ),
+            (
+                // Below for longer than a reset takes, then back where it was: the energy
+                // is the old series' gain, counted once.
+                "long glitch, then back",
+                &[
+                    (0, 5000.0),
+                    (m, 5010.0),
+                    (2 * m, 4000.0),
+                    (3 * m, 4000.0),
+                    (4 * m, 4000.0),
+                    (5 * m, 4000.0),
+                    (6 * m, 5070.0),
+                ],
+                70.0,
                 1,
             ),
             (
                 "reset to a small value",
-                &[(0, 5000.0), (m, 5010.0), (2 * m, 3.0), (3 * m, 8.0)],
-                15.0,
+                &[
+                    (0, 5000.0),
+                    (m, 5010.0),
+                    (2 * m, 3.0),
+                    (3 * m, 8.0),
+                    (4 * m, 13.0),
+                ],
+                20.0,
                 1,
             ),
             (
@@ -752,6 +856,28 @@ mod tests {
         // After midnight the peak starts again.
         l.advance(&z, &[], t0 + 3 * 60_000, all(2.0), Some(800.0));
         assert_eq!(l.today.max_import, Some(800.0));
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of cases
+    fn damaged_states_are_not_sound() {
+        let z = zone();
+        let good = Ledger::start(&z, at("2026-01-15 12:00"), all(5.0)).unwrap();
+        assert!(good.is_sound(&z));
+        let cases: [(&str, fn(&mut Ledger)); 5] = [
+            ("time in 1970", |l| l.at_ms = 0),
+            ("time far ahead", |l| l.at_ms = i64::MAX),
+            ("today far from the last poll", |l| {
+                l.today.date = Date::parse("2020-01-01").unwrap()
+            }),
+            ("too many slots", |l| l.today.slots = vec![[0.0; 4]; 51]),
+            ("not a number", |l| l.month[2] = f64::NAN),
+        ];
+        for (what, damage) in cases {
+            let mut l = good.clone();
+            damage(&mut l);
+            assert!(!l.is_sound(&z), "{what}");
+        }
     }
 
     #[test]

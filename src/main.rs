@@ -14,37 +14,14 @@
 //!   topics and payloads, status), [`discovery`] (Home Assistant), [`command`] (incoming
 //!   commands).
 //!
+//! The modules are in the library (`lib.rs`), so that the fuzz targets reach the parsers;
 //! `main` only parses, runs and maps errors to exit codes: 0 ok, 1 runtime, 2 configuration.
-
-mod archive;
-mod bridge;
-mod certificate;
-mod check;
-mod cli;
-mod cloud;
-mod command;
-mod config;
-mod connector;
-mod diagnose;
-mod discovery;
-mod envoy;
-mod error;
-mod info;
-mod json;
-mod jwt;
-mod ledger;
-mod message;
-mod mqtt;
-mod reading;
-mod state;
-mod tariff;
-mod token;
-mod zone;
 
 use std::process::ExitCode;
 
-use cli::Command;
-use error::{Error, Result};
+use envoy2mqtt::cli::{self, Command};
+use envoy2mqtt::error::{Error, Result};
+use envoy2mqtt::{bridge, check, config, diagnose};
 
 /// Reads the settings from the environment and `--config` on top of the flags, validates
 /// them, and starts logging at `LOG_LEVEL`.

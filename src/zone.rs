@@ -88,6 +88,14 @@ impl Date {
 impl Zone {
     /// A POSIX TZ string or an IANA name; the error says which it could not read.
     pub fn parse(text: &str) -> Result<Zone, String> {
+        // tz-rs reads a name as a file under the zoneinfo folders, or as a path: only zone
+        // files, never `..` or a device.
+        let path = text.trim().trim_start_matches(':');
+        if path.contains("..")
+            || (path.starts_with('/') && !std::fs::metadata(path).is_ok_and(|m| m.is_file()))
+        {
+            return Err(format!("'{text}' is not a time zone file"));
+        }
         let rules = TimeZone::from_posix_tz(text.trim()).map_err(|e| {
             format!("'{text}' is neither a POSIX TZ string nor a zone in /usr/share/zoneinfo ({e})")
         })?;
@@ -235,6 +243,9 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         assert!(Zone::parse("Europe/Nowhere").is_err());
+        assert!(Zone::parse("../../../dev/zero").is_err());
+        assert!(Zone::parse("/dev/zero").is_err());
+        assert!(Zone::parse(":/dev/zero").is_err());
         assert!(Zone::parse("").is_err());
     }
 }

@@ -2359,3 +2359,286 @@ fn openwrt_feed_test_script_passes() {
     );
     assert!(text(&out.stdout).contains(&format!("envoy2mqtt {}", env!("CARGO_PKG_VERSION"))));
 }
+
+// ---------------------------------------------------------------------------------------
+// Faults, each with the figures it measured printed.
+
+#[test]
+fn broker_killed_and_restarted_20_times() {
+    let e = envoy("7.6.175_with_cts");
+    let mut broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("DATA_INTERVAL_SECONDS", "2"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let mut d = Daemon::start(&pairs(&env), &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..20 {
+        broker.restart();
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let restarted = Instant::now();
+    let sub = Subscriber::start(&broker, &[]);
+    let back = sub.wait_until(Duration::from_secs(30), |s| {
+        let retained = |t: &str| s.iter().any(|m| m.topic == t && m.retained);
+        retained("envoy/122238082763/status")
+            && retained("envoy/122238082763/data/prod_eim_wNow")
+            && retained("envoy/122238082763/ledger")
+            && s.iter()
+                .any(|m| m.topic == "envoy/122238082763/raw/timestamp")
+    });
+    let crashed = d.child.try_wait().unwrap().is_some();
+    println!(
+        "broker restarts: 20; bridge crashes: {}; availability, data, ledger and raw back {} ms after the last restart",
+        u8::from(crashed),
+        restarted.elapsed().as_millis()
+    );
+    assert!(back && !crashed, "{}", d.stderr());
+    assert_eq!(sub.last("envoy/122238082763/status").unwrap().1, "online");
+}
+
+/// Raw lines the daemon printed so far.
+fn raw_lines(d: &Daemon) -> usize {
+    d.stdout()
+        .iter()
+        .filter(|l| l.contains("/raw/timestamp"))
+        .count()
+}
+
+#[test]
+fn envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll() {
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    let state = Tmp::new("state");
+    let env = [
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().into()),
+        ("RAW_DATA_INTERVAL_SECONDS", "1".into()),
+        ("DATA_INTERVAL_SECONDS", "1h".into()),
+        ("HA_DISCOVERY", "false".into()),
+    ];
+    let d = Daemon::start(&pairs(&env), &["--dry-run"]);
+    assert!(d.wait_until(Duration::from_secs(10), |d| raw_lines(d) >= 2));
+    let readings = || c.count("GET /ivp/meters/readings");
+    // (what, fault on, fault off, seconds): 503s, dropped connections, and answers slower
+    // than the 10 s timeout (the Envoy's nightly outage, shortened).
+    type Fault = fn(&mut sim::Faults);
+    let phases: [(&str, Fault, Fault, u64); 3] = [
+        (
+            "HTTP 503",
+            |f| f.status = Some((503, u32::MAX)),
+            |f| f.status = None,
+            12,
+        ),
+        (
+            "dropped connections",
+            |f| f.drop = u32::MAX,
+            |f| f.drop = 0,
+            12,
+        ),
+        (
+            "timeouts",
+            |f| f.delay = Duration::from_secs(11),
+            |f| f.delay = Duration::ZERO,
+            25,
+        ),
+    ];
+    for (what, on, off, seconds) in phases {
+        on(&mut c.lock().faults);
+        let during = readings();
+        std::thread::sleep(Duration::from_secs(seconds));
+        off(&mut c.lock().faults);
+        let (asked, lines) = (readings() - during, raw_lines(&d));
+        let cleared = readings();
+        let back = d.wait_until(Duration::from_secs(40), |d| raw_lines(d) > lines);
+        let polls = readings() - cleared;
+        // Back-off 1, 2, 4, 8, 16 s: a poll at most every 2^n s after n failures.
+        let bound = 2 + (seconds as f64).log2().ceil() as usize;
+        println!(
+            "{what}: {asked} Envoy requests in {seconds} s of outage (bound {bound}); {polls} poll(s) after it ended to recover"
+        );
+        assert!(back, "{what}: no data after the outage: {}", d.stderr());
+        assert!(asked <= bound, "{what}: {asked} requests");
+        assert!(polls <= 1, "{what}: {polls} polls to recover");
+    }
+}
+
+#[test]
+fn zero_and_backwards_counters_never_make_a_day_negative_or_count_twice() {
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    c.lock().faults.rate = 20.0;
+    let state = Tmp::new("state");
+    let env = [
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().into()),
+        ("RAW_DATA_INTERVAL_SECONDS", "0".into()),
+        ("DATA_INTERVAL_SECONDS", "200ms".into()),
+        ("HA_DISCOVERY", "false".into()),
+    ];
+    let d = Daemon::start(&pairs(&env), &["--dry-run"]);
+    for counters in [
+        sim::Counters::Advancing,
+        sim::Counters::Zero,
+        sim::Counters::Advancing,
+        sim::Counters::Backwards,
+        sim::Counters::Advancing,
+    ] {
+        c.lock().faults.counters = counters;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let today: Vec<f64> = d
+        .stdout()
+        .iter()
+        .filter_map(|l| l.strip_prefix("envoy/122238082763/data/prod_eim_today [retained] "))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let steps: Vec<f64> = today.windows(2).map(|w| w[1] - w[0]).collect();
+    let decreases = steps.iter().filter(|s| **s < 0.0).count();
+    let negative = today.iter().filter(|v| **v < 0.0).count();
+    let biggest = steps.iter().copied().fold(0.0, f64::max);
+    println!(
+        "{} polls through zero and backwards counters: negative days {negative}, decreases {decreases}, biggest step {biggest:.1} Wh (20 Wh/s, 0.2 s polls)",
+        today.len()
+    );
+    assert!(today.len() > 20, "{}", d.stderr());
+    assert_eq!((negative, decreases), (0, 0));
+    // No step takes back the 1 kWh of the backwards phase, or the whole counter.
+    assert!(biggest < 100.0, "{today:?}");
+}
+
+#[test]
+fn wall_clock_jumping_an_hour_forward_and_back_loses_and_doubles_nothing() {
+    let dir = Tmp::new("clock");
+    let clock = dir.path("now");
+    let set = |t: i64| {
+        std::fs::write(clock.with_extension("tmp"), format!("{t}\n")).unwrap();
+        std::fs::rename(clock.with_extension("tmp"), &clock).unwrap();
+    };
+    // 2026-10-26 12:00 CET, away from any midnight.
+    let noon = MIDNIGHT_26 + 12 * 3600;
+    set(noon);
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    c.lock().faults.rate = 10.0;
+    let state = Tmp::new("state");
+    let mut env = vec![
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().into()),
+        ("RAW_DATA_INTERVAL_SECONDS", "0".into()),
+        ("DATA_INTERVAL_SECONDS", "200ms".into()),
+        ("HA_DISCOVERY", "false".into()),
+        ("TZ", "Europe/Paris".into()),
+    ];
+    env.extend(faketime(&clock));
+    let d = Daemon::start(&pairs(&env), &["--dry-run"]);
+    let lifetime = |d: &Daemon| {
+        d.stdout()
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("envoy/122238082763/data/prod_eim_whLifetime [retained] "))
+            .map(|v| v.parse::<f64>().unwrap())
+    };
+    let today = |d: &Daemon| {
+        d.stdout()
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("envoy/122238082763/data/prod_eim_today [retained] "))
+            .map(|v| v.parse::<f64>().unwrap())
+    };
+    assert!(d.wait_until(Duration::from_secs(10), |d| today(d).is_some()));
+    let first = lifetime(&d).unwrap() - today(&d).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    set(noon + 3600 + 2);
+    std::thread::sleep(Duration::from_secs(2));
+    set(noon + 4);
+    std::thread::sleep(Duration::from_secs(2));
+    let counted = today(&d).unwrap();
+    let increase = lifetime(&d).unwrap() - first;
+    println!(
+        "clock +1 h then -1 h: today {counted:.3} Wh, counter increase {increase:.3} Wh, difference {:.3} Wh",
+        counted - increase
+    );
+    assert!((counted - increase).abs() <= 1.0, "{}", d.stderr());
+    assert!(d.stderr().contains("the clock went back"), "{}", d.stderr());
+}
+
+// ---------------------------------------------------------------------------------------
+// Security audit.
+
+#[test]
+fn service_keeps_secrets_out_of_logs_argv_and_messages_and_tightens_widened_files() {
+    let (e, cloud, ca, _certs) = envoy_and_cloud("7.6.175_with_cts", false);
+    let state = Tmp::new("state");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let sub = Subscriber::start(&broker, &[]);
+    let mut env = cloud_env(&e, &state, &cloud, ca.to_str().unwrap());
+    env.extend(with(
+        Vec::new(),
+        &[
+            ("LOG_LEVEL", "trace"),
+            ("MQTT_HOST", "127.0.0.1"),
+            ("MQTT_USERNAME", "bridge"),
+            ("MQTT_PASSWORD", "mqtt-SECRET-7730"),
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+        ],
+    ));
+    env.push(("MQTT_PORT", broker.port()));
+    // A first run logs in to the cloud and leaves the token, the certificate and the ledger.
+    let out = run(&pairs(&env), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let files = ["token", "envoy-cert.sha256", "ledger.json"];
+    for f in files {
+        std::fs::set_permissions(state.path(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let d = Daemon::start(&pairs(&env), &[]);
+    let data = "envoy/122238082763/data/prod_eim_wNow";
+    assert!(sub.wait_until(Duration::from_secs(10), |s| {
+        s.iter().any(|m| m.topic == data)
+    }));
+    let pid = d.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let cmdline = text(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap());
+    let log = d.stderr();
+    drop(d);
+    assert!(log.contains("configuration reloaded"), "{log}");
+    for f in files {
+        assert!(
+            log.contains(&format!(
+                "{f} was readable by other users (mode 644); set it back to 0600"
+            )),
+            "{f}: {log}"
+        );
+    }
+    let token = std::fs::read_to_string(state.path("token")).unwrap();
+    let mut seen = cmdline + &log + &text(&out.stderr);
+    for m in sub.seen() {
+        seen += &format!("{} {}\n", m.topic, m.payload);
+    }
+    for secret in ["pw-SECRET-8412", "mqtt-SECRET-7730", token.trim()] {
+        assert!(!seen.contains(secret), "{secret} leaked");
+    }
+    for f in files {
+        let mode = std::fs::metadata(state.path(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f} was not tightened");
+    }
+}

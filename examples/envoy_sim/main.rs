@@ -2,6 +2,7 @@
 //! serving a fixture folder over HTTPS, for trying envoy2mqtt without hardware (`make demo`).
 //! It prints its URL and a token it accepts, then serves until stopped. The energy counters
 //! advance by `SIM_RATE` Wh a second (0.5 unless set; 0 keeps the fixture's numbers).
+//! Every second it prints `stats CONNECTIONS REQUESTS`: what it has seen so far.
 
 mod sim;
 
@@ -35,6 +36,11 @@ fn main() {
         control.issue_token(365 * 86_400, "demo@example.com")
     );
     loop {
-        std::thread::park();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let (connections, requests) = {
+            let s = control.lock();
+            (s.seen.connections, s.seen.requests.len())
+        };
+        println!("stats {connections} {requests}");
     }
 }

@@ -1,0 +1,15 @@
+//! The Envoy's JSON answers → meters, readings, production → the published fields.
+#![no_main]
+use envoy2mqtt::{json, reading};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    // The same text as each endpoint, then as a whole poll.
+    let meters = json::meters(text).unwrap_or_default();
+    let readings = json::readings(text).unwrap_or_default();
+    let inverters = json::production(text).ok();
+    let snap = reading::snapshot(&meters, &readings, inverters);
+    let _ = reading::data_fields(&snap);
+    let _ = reading::raw_fields(&snap);
+});
