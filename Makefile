@@ -33,10 +33,11 @@ deps: ## install what the tests need (openssl, mosquitto, mosquitto-clients, lib
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: deps lint ## everything CI checks: lint, unit and end-to-end tests
-	$(CARGO) test --lib --bins --tests
+test: deps lint ## everything CI checks: lint, unit and end-to-end tests (fault figures shown)
+	$(CARGO) test --lib --bins --tests -- --show-output
 
 demo: ## a simulated Envoy on loopback, and envoy2mqtt --once --dry-run against it
 	@$(CARGO) build -q --examples --bins

@@ -4,7 +4,9 @@ use envoy2mqtt::config::Sources;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let mut sources = Sources::default();
     if sources.file("fuzz.conf", text).is_ok() {
         let _ = sources.validate();

@@ -4,7 +4,9 @@ use envoy2mqtt::{json, reading};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     // The same text as each endpoint, then as a whole poll.
     let meters = json::meters(text).unwrap_or_default();
     let readings = json::readings(text).unwrap_or_default();

@@ -5,8 +5,12 @@ use envoy2mqtt::{json, ledger, zone::Zone};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(mut l) = json::parse_ledger(text) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(mut l) = json::parse_ledger(text) else {
+        return;
+    };
     let zone = Zone::parse("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
     let at = l.at_ms.saturating_add(60_000);
     let _ = l.advance(&zone, &[], at, l.counters, Some(1000.0));

@@ -4,7 +4,9 @@ use envoy2mqtt::tariff;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(windows) = tariff::parse(text) {
         for minute in (0..1440).step_by(7) {
             let _ = tariff::is_offpeak(&windows, minute);
