@@ -2449,14 +2449,23 @@ fn envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll() {
             25,
         ),
     ];
+    // `make soak` stretches the outages to minutes (FAULT_SCALE=12: 5 minutes of timeouts).
+    let scale: u64 = std::env::var("FAULT_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     for (what, on, off, seconds) in phases {
+        let seconds = seconds * scale;
         on(&mut c.lock().faults);
         let during = readings();
         std::thread::sleep(Duration::from_secs(seconds));
         off(&mut c.lock().faults);
         let (asked, lines) = (readings() - during, raw_lines(&d));
         let cleared = readings();
-        let back = d.wait_until(Duration::from_secs(40), |d| raw_lines(d) > lines);
+        // The next poll comes at most one back-off (5 minutes at most) after the outage.
+        let back = d.wait_until(Duration::from_secs((40 * scale).min(330)), |d| {
+            raw_lines(d) > lines
+        });
         let polls = readings() - cleared;
         // Back-off 1, 2, 4, 8, 16 s: a poll at most every 2^n s after n failures.
         let bound = 2 + (seconds as f64).log2().ceil() as usize;
