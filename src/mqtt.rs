@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{
     Client, ConnectReturnCode, Connection, ConnectionError, Event, Incoming, LastWill, MqttOptions,
-    NetworkOptions, Outgoing, QoS, RecvTimeoutError, TlsConfiguration, Transport,
+    NetworkOptions, Outgoing, PingReq, QoS, RecvTimeoutError, Request, TlsConfiguration, Transport,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -164,7 +164,7 @@ impl Session {
         }
         let (client, mut connection) = Client::new(options, 512);
         let mut network = NetworkOptions::new();
-        // Without it PUBACKs wait for Nagle (42 ms measured).
+        // Without it our own small packets wait for Nagle (42 ms measured).
         network.set_tcp_nodelay(true);
         network.set_connection_timeout(CONNECT_BUDGET.as_secs());
         connection.eventloop.set_network_options(network);
@@ -403,9 +403,24 @@ impl Session {
             if left.is_zero() {
                 return false;
             }
+            let awaited = self.inflight;
             self.poll_once(left.min(Duration::from_millis(200)));
+            if self.queued == 0 && 0 < self.inflight && self.inflight < awaited {
+                self.nudge();
+            }
         }
         self.connected
+    }
+
+    /// With everything written and acknowledgements still awaited, a PINGREQ, so that the
+    /// broker gets our TCP ACK now. mosquitto leaves Nagle's algorithm on by default and
+    /// holds the next PUBACKs until the previous one is ACKed, which our kernel, having
+    /// nothing to send, would delay by 40 ms (measured: `--once` 51 ms without, 12 with).
+    fn nudge(&mut self) {
+        let eventloop = &mut self.connection.eventloop;
+        if !eventloop.state.await_pingresp && eventloop.pending.is_empty() {
+            eventloop.pending.push_back(Request::PingReq(PingReq));
+        }
     }
 
     /// Publishes `last` (the service's `offline`), waits for the acknowledgements, and
