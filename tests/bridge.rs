@@ -810,7 +810,22 @@ struct Mosquitto {
 impl Mosquitto {
     /// `extra`: lines added to the listener's configuration (TLS, passwords...).
     fn start(extra: &str) -> Mosquitto {
+        Self::start_in(Tmp::new("mosquitto"), extra)
+    }
+
+    /// A broker that lets only `user` in, with `password`.
+    fn with_password(user: &str, password: &str) -> Mosquitto {
         let dir = Tmp::new("mosquitto");
+        let passwd = dir.path("passwd");
+        let ok = Command::new("mosquitto_passwd")
+            .args(["-b", "-c", passwd.to_str().unwrap(), user, password])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        Self::start_in(dir, "allow_anonymous false\npassword_file {dir}/passwd")
+    }
+
+    fn start_in(dir: Tmp, extra: &str) -> Mosquitto {
         let port = free_port();
         let conf = dir.path("mosquitto.conf");
         let extra = extra.replace("{dir}", dir.0.to_str().unwrap());
@@ -1401,23 +1416,7 @@ fn reload_applies_a_changed_configuration_file() {
 #[test]
 fn password_authentication() {
     let e = envoy("7.6.175_with_cts");
-    let users = Tmp::new("users");
-    let passwd = users.path("passwd");
-    let ok = Command::new("mosquitto_passwd")
-        .args([
-            "-b",
-            "-c",
-            passwd.to_str().unwrap(),
-            "bridge",
-            "mqtt-SECRET-5531",
-        ])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let broker = Mosquitto::start(&format!(
-        "allow_anonymous false\npassword_file {}",
-        passwd.display()
-    ));
+    let broker = Mosquitto::with_password("bridge", "mqtt-SECRET-5531");
     let state = Tmp::new("state");
     let env = with(
         bridge_env(&e, &broker, &state),
@@ -2215,23 +2214,7 @@ fn procd_start(dir: &Tmp, uci: &str) -> (Vec<String>, Vec<(String, String)>) {
 #[test]
 fn openwrt_init_script_starts_and_reloads_the_bridge_as_procd_would() {
     let e = envoy("7.6.175_with_cts");
-    let users = Tmp::new("users");
-    let passwd = users.path("passwd");
-    let ok = Command::new("mosquitto_passwd")
-        .args([
-            "-b",
-            "-c",
-            passwd.to_str().unwrap(),
-            "router",
-            "uci-SECRET-8812",
-        ])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let broker = Mosquitto::start(&format!(
-        "allow_anonymous false\npassword_file {}",
-        passwd.display()
-    ));
+    let broker = Mosquitto::with_password("router", "uci-SECRET-8812");
     let dir = Tmp::new("procd");
     let state = Tmp::new("state");
     let uci = |prefix: &str| {
