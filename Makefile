@@ -31,10 +31,11 @@ deps: ## install what the tests need (openssl, mosquitto, mosquitto-clients, lib
 	  fi; \
 	fi
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: ## rustfmt and clippy (warnings are errors), shellcheck of the shell scripts
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	scripts/shellcheck
 
 test: deps lint ## everything CI checks: lint, unit and end-to-end tests (fault figures shown)
 	$(CARGO) test --lib --bins --tests -- --show-output
