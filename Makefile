@@ -1,7 +1,7 @@
 # envoy2mqtt tasks. `make help` lists them; `make test` is what CI runs.
 SHELL := /bin/bash
 CARGO ?= cargo
-FIXTURES ?= ../shared/fixtures/envoy
+FIXTURES ?= tests/fixtures/envoy
 VARIANT ?= 7.6.175_with_cts
 
 .PHONY: help build release test deps lint demo bench soak fuzz clean cross cross-check size ipk deb install

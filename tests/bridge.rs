@@ -16,13 +16,7 @@ use std::time::{Duration, Instant};
 use sim::{Control, Server};
 
 fn fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/envoy");
-    assert!(
-        dir.is_dir(),
-        "the shared fixtures are expected at {}",
-        dir.display()
-    );
-    dir
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/envoy")
 }
 
 /// A temporary folder, removed at the end of the test.
