@@ -105,7 +105,11 @@ fn envoy_report(config: &Config, out: &mut String) -> Result<()> {
             if m.phases > 1 { "s" } else { "" }
         );
     }
-    let fields = reading::data_fields(&envoy.data()?);
+    let snap = envoy.data()?;
+    if let Some(source) = snap.source {
+        let _ = writeln!(out, "  production: from {}", source.describe());
+    }
+    let fields = reading::data_fields(&snap);
     let _ = writeln!(out, "  readings: {} fields", fields.len());
     for f in fields.iter().filter(|f| f.name.ends_with("_wNow")) {
         let _ = writeln!(out, "    {:<22} {} W", f.name, crate::json::number(f.value));

@@ -14,7 +14,8 @@ use crate::connector::EnvoyTls;
 use crate::error::{Error, Result};
 use crate::info::{self, Info};
 use crate::json;
-use crate::reading::{self, Meter, Snapshot};
+use crate::reading::{self, Inverters, Meter, Snapshot};
+use crate::source::{self, Source, V1};
 use crate::token::{self, Keeper, Token};
 
 /// How long the meter list is trusted before it is read again.
@@ -56,6 +57,7 @@ pub struct Envoy {
     meters: Option<(Vec<Meter>, Instant)>,
     unlisted: BTreeSet<u64>,
     told_unmetered: bool,
+    told_source: Option<Source>,
 }
 
 fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
@@ -119,6 +121,7 @@ impl Envoy {
             meters: None,
             unlisted: BTreeSet::new(),
             told_unmetered: false,
+            told_source: None,
         };
         let reply = envoy.request("/info", None)?;
         if reply.status != 200 {
@@ -284,7 +287,9 @@ impl Envoy {
         self.open_session()?;
         let auth = self.auth_header();
         let reply = self.request(path, auth)?;
-        if reply.status != 401 {
+        // Without a token there is nothing to renew: old firmware answers 401 to some
+        // endpoints it does not serve to anyone (D3.18 to /ivp/meters).
+        if reply.status != 401 || matches!(self.session, Some(Session::Open)) {
             return Ok(reply);
         }
         log::warn!("the Envoy answered 401 to {path}: opening a new session");
@@ -307,12 +312,20 @@ impl Envoy {
         Ok(reply)
     }
 
-    /// The body of a 200 answer to `path`; `None` for 404 (endpoint absent on this firmware).
+    /// The body of a 200 answer to `path`; `None` for 404, and for 401 from firmware that
+    /// needs no token (the endpoint is absent, or closed to everyone, on this firmware).
     fn body(&mut self, path: &str) -> Result<Option<String>> {
         let reply = self.get(path)?;
         match reply.status {
             200 => Ok(Some(reply.body)),
             404 => Ok(None),
+            401 if !self.needs_token() => {
+                log::debug!(
+                    "{path} answered 401 on firmware {}: not used",
+                    self.info.firmware
+                );
+                Ok(None)
+            }
             s => Err(Error::Envoy(format!(
                 "GET {}{path} answered HTTP {s}; the Envoy may be busy or restarting, retrying later",
                 self.url
@@ -367,16 +380,79 @@ impl Envoy {
         }
     }
 
-    /// The full poll: meters, readings and the inverters' production.
+    /// `/api/v1/production`, `None` where this firmware has none.
+    fn v1(&mut self) -> Result<Option<V1>> {
+        match self.body("/api/v1/production")? {
+            None => Ok(None),
+            Some(body) => json::production(&body).map(Some).map_err(Error::Envoy),
+        }
+    }
+
+    /// The `inverters` section of `/production.json`; `None` where it is absent or not
+    /// JSON (old firmware serves an HTML page there).
+    fn inverters(&mut self) -> Result<Option<Inverters>> {
+        let Some(body) = self.body("/production.json")? else {
+            return Ok(None);
+        };
+        Ok(json::production_inverters(&body).unwrap_or_else(|e| {
+            log::debug!("{e}");
+            None
+        }))
+    }
+
+    /// Production where no CT measures it, from the source [`source`] picks.
+    fn production(&mut self, meters: &[Meter]) -> Result<(Option<Inverters>, Option<Source>)> {
+        let with_ct = source::has_production_ct(meters);
+        let v1 = if source::v1_is_trusted(&self.info, meters) {
+            self.v1()?
+        } else {
+            None
+        };
+        if with_ct {
+            // The CT measures; v1 still gives the Envoy's own energy today.
+            return Ok((v1.map(|v| v.inverters()), Some(Source::Ct)));
+        }
+        match source::without_ct(&self.info, meters, v1.as_ref()) {
+            Source::V1 => Ok((v1.map(|v| v.inverters()), Some(Source::V1))),
+            _ => match self.inverters()? {
+                Some(inv) => Ok((Some(inv), Some(Source::Inverters))),
+                // A broken v1 still tells the power, without its zero counters.
+                None => Ok(match v1 {
+                    Some(v) => (
+                        Some(Inverters {
+                            watts_now: v.watts_now,
+                            wh_today: None,
+                            wh_lifetime: None,
+                        }),
+                        Some(Source::V1),
+                    ),
+                    None => (None, None),
+                }),
+            },
+        }
+    }
+
+    /// The full poll: meters, readings and production from the source that fits this
+    /// Envoy. An Envoy that exposes no production as JSON is an error, not an empty poll.
     pub fn data(&mut self) -> Result<Snapshot> {
         let meters = self.meters()?;
         let readings = self.readings(&meters)?;
-        let inverters = match self.body("/api/v1/production")? {
-            None => None,
-            Some(body) => Some(json::production(&body).map_err(Error::Envoy)?),
-        };
-        let snap = reading::snapshot(&meters, &readings, inverters);
+        let (inverters, source) = self.production(&meters)?;
+        let mut snap = reading::snapshot(&meters, &readings, inverters);
+        snap.source = source;
         self.note_unknown(&snap);
+        if snap.production.is_none() && snap.inverters.is_none() {
+            return Err(Error::Envoy(format!(
+                "the Envoy at {} (firmware {}) exposes no production as JSON: no enabled CT, and neither /api/v1/production nor /production.json answers; envoy2mqtt cannot read this firmware",
+                self.url, self.info.firmware
+            )));
+        }
+        if source != self.told_source {
+            if let Some(s) = source {
+                log::info!("production from {}", s.describe());
+            }
+            self.told_source = source;
+        }
         Ok(snap)
     }
 

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::ledger::Ledger;
 use crate::reading::{Channel, Inverters, Meter, MeterReading, Role};
+use crate::source::V1;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -52,8 +53,29 @@ struct ReadingJson {
 #[serde(rename_all = "camelCase")]
 struct ProductionJson {
     watt_hours_today: f64,
+    #[serde(default)]
+    watt_hours_seven_days: f64,
     watt_hours_lifetime: f64,
     watts_now: f64,
+}
+
+/// `/production.json`: only its `production` list matters here.
+#[derive(Deserialize)]
+struct ProductionListJson {
+    production: Vec<ProductionEntryJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProductionEntryJson {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    active_count: u64,
+    #[serde(default)]
+    w_now: f64,
+    #[serde(default)]
+    wh_lifetime: f64,
 }
 
 impl ChannelJson {
@@ -108,13 +130,29 @@ pub fn readings(body: &str) -> Result<Vec<MeterReading>, String> {
 }
 
 /// `GET /api/v1/production`: the microinverters' totals.
-pub fn production(body: &str) -> Result<Inverters, String> {
+pub fn production(body: &str) -> Result<V1, String> {
     let p: ProductionJson = parse("/api/v1/production", body)?;
-    Ok(Inverters {
+    Ok(V1 {
         watts_now: p.watts_now,
         wh_today: p.watt_hours_today,
+        wh_seven_days: p.watt_hours_seven_days,
         wh_lifetime: p.watt_hours_lifetime,
     })
+}
+
+/// `GET /production.json`: the `inverters` section (power, lifetime energy); `None` when
+/// the section is missing or no inverter is active.
+pub fn production_inverters(body: &str) -> Result<Option<Inverters>, String> {
+    let p: ProductionListJson = parse("/production.json", body)?;
+    Ok(p.production
+        .into_iter()
+        .find(|e| e.kind == "inverters" && e.active_count > 0)
+        .map(|e| Inverters {
+            watts_now: e.w_now,
+            // The inverters' whToday is wrong on every firmware (pyenphase): not published.
+            wh_today: None,
+            wh_lifetime: (e.wh_lifetime > 0.0).then_some(e.wh_lifetime),
+        }))
 }
 
 /// The claims of an Enphase JWT that matter here.

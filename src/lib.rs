@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod message;
 pub mod mqtt;
 pub mod reading;
+pub mod source;
 pub mod state;
 pub mod tariff;
 pub mod token;

@@ -5,6 +5,8 @@
 //! of the phases, so a voltage is published as their mean. A field the system cannot measure
 //! (no consumption CT, a disabled CT) is left out rather than published as 0.
 
+use crate::source::Source;
+
 /// What a CT measures, from `measurementType` in `/ivp/meters`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -58,12 +60,15 @@ pub struct MeterReading {
     pub channels: Vec<Channel>,
 }
 
-/// `/api/v1/production`: what the microinverters report (the only source without CTs).
+/// What the microinverters report (`/api/v1/production` or `/production.json`; see
+/// [`source`](crate::source) for which): production where no CT measures it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Inverters {
     pub watts_now: f64,
-    pub wh_today: f64,
-    pub wh_lifetime: f64,
+    /// The Envoy's own energy today, where it is right (`/api/v1/production` only).
+    pub wh_today: Option<f64>,
+    /// `None` where the source has no sound lifetime counter.
+    pub wh_lifetime: Option<f64>,
 }
 
 /// A CT's values over the phases in use.
@@ -85,9 +90,9 @@ pub struct Snapshot {
     pub production: Option<Ct>,
     pub net: Option<Ct>,
     pub total: Option<Ct>,
-    /// A production CT exists but is disabled: the inverters' energy counters then stay 0.
-    pub production_disabled: bool,
     pub inverters: Option<Inverters>,
+    /// Where production came from (`None`: a raw tick, or nothing measures it).
+    pub source: Option<Source>,
     /// Readings whose eid `/ivp/meters` did not list (the meter list may be stale).
     pub unknown_eids: Vec<u64>,
 }
@@ -133,9 +138,6 @@ pub fn snapshot(
 ) -> Snapshot {
     let mut snap = Snapshot {
         inverters,
-        production_disabled: meters
-            .iter()
-            .any(|m| m.role == Role::Production && !m.enabled),
         ..Snapshot::default()
     };
     for reading in readings {
@@ -226,10 +228,9 @@ pub fn data_fields(s: &Snapshot) -> Vec<Field> {
     let mut f = Fields(Vec::new());
 
     // Production: the production CT, else the microinverters.
-    let inverter_energy = s.inverters.filter(|_| !s.production_disabled);
     let (prod_power, prod_energy) = match (&s.production, s.inverters) {
         (Some(p), _) => (Some(p.power), Some(p.delivered)),
-        (None, Some(inv)) => (Some(inv.watts_now), inverter_energy.map(|i| i.wh_lifetime)),
+        (None, Some(inv)) => (Some(inv.watts_now), inv.wh_lifetime),
         (None, None) => (None, None),
     };
     if let Some(power) = prod_power {
@@ -247,8 +248,8 @@ pub fn data_fields(s: &Snapshot) -> Vec<Field> {
         // 5 W: the seed's threshold, above the CT's night-time noise.
         f.add("prod_eim_wNow_binary", flag(power > 5.0), Unit::None);
     }
-    if let Some(inv) = inverter_energy {
-        f.add("prod_eim_wattHoursToday", inv.wh_today, Unit::WattHour);
+    if let Some(wh) = s.inverters.and_then(|i| i.wh_today) {
+        f.add("prod_eim_wattHoursToday", wh, Unit::WattHour);
     }
     if let Some(p) = &s.production {
         f.phases("prod_eim", &p.phases, true);
@@ -426,8 +427,13 @@ mod tests {
     fn layouts_publish_what_they_measure() {
         let inv = Some(Inverters {
             watts_now: 700.0,
-            wh_today: 4000.0,
-            wh_lifetime: 900_000.0,
+            wh_today: Some(4000.0),
+            wh_lifetime: Some(900_000.0),
+        });
+        let no_energy = Some(Inverters {
+            watts_now: 700.0,
+            wh_today: None,
+            wh_lifetime: None,
         });
         let noise = ch(-1.0, 11.0, 0.2);
         let one = |p| [ch(p, 230.0, 2.0), noise, noise];
@@ -479,7 +485,7 @@ mod tests {
                 ],
             ),
             (
-                "disabled CTs: inverter power kept, no energy",
+                "disabled CTs, inverters without sound counters: power kept, no energy",
                 vec![
                     meter(1, "production", false, 1),
                     meter(2, "net-consumption", false, 1),
@@ -488,7 +494,7 @@ mod tests {
                     reading(1, &one(500.0), 1000.0, 5.0),
                     reading(2, &one(-100.0), 3000.0, 800.0),
                 ],
-                inv,
+                no_energy,
                 &["prod_eim_wNow", "prod_eim_wNow_binary"],
                 &[
                     "prod_eim_whLifetime",

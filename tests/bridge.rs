@@ -217,6 +217,8 @@ fn golden_messages_for_every_fixture() {
         .collect();
     variants.sort();
     assert!(variants.len() >= 12, "{variants:?}");
+    // Firmware that exposes no JSON production fails: see production_from_the_right_source.
+    variants.retain(|v| v != NO_JSON);
     for variant in &variants {
         let e = envoy(variant);
         let state = Tmp::new("state");
@@ -251,6 +253,112 @@ fn golden_messages_for_every_fixture() {
             assert_eq!(got, want, "{variant} {format}");
         }
     }
+}
+
+/// The fixture of an Envoy whose firmware serves production only as an HTML page.
+const NO_JSON: &str = "3.8.10_html_only";
+
+/// `--once --dry-run` against `variant`: (exit code, stdout, stderr).
+fn dry_run(variant: &str) -> (Option<i32>, String, String) {
+    let e = envoy(variant);
+    let state = Tmp::new("state");
+    let out = run(
+        &[
+            ("ENVOY_HOST", &e.server.url()),
+            ("ENVOY_TOKEN", &e.token),
+            ("STATE_DIR", state.0.to_str().unwrap()),
+            ("HA_DISCOVERY", "false"),
+        ],
+        &["--once", "--dry-run"],
+    );
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn production_from_the_right_source_on_every_layout() {
+    // Expected values read by hand from each fixture's files (see their _readme):
+    // - 7.3.466: v1 counters all 0 (wattsNow 689) -> production.json inverters 751 W, 702919 Wh.
+    // - 8.2.4264 metered, CTs disabled: v1 stale (4 W, 1600 Wh) -> inverters 5512 W, 32104567 Wh.
+    // - 8.3.5422 non-metered: v1 all 0 (0 W) -> inverters 1302 W, 9876543 Wh.
+    // - 3.18.5: 401 to /ivp/meters without tokens -> v1 812 W, 12345678 Wh, 4321 Wh today.
+    // The inverters' whToday is wrong on every firmware (pyenphase): no wattHoursToday from them.
+    let cases: [(&str, &str, &str, &str, Option<&str>); 4] = [
+        (
+            "7.3.466_metered_disabled_cts",
+            "122238082763",
+            "751",
+            "702919",
+            None,
+        ),
+        (
+            "8.2.4264_metered_no_ct",
+            "122412345678",
+            "5512",
+            "32104567",
+            None,
+        ),
+        ("8.3.5422_v1_zero", "122412348765", "1302", "9876543", None),
+        (
+            "3.18.5_meters_401",
+            "121512345678",
+            "812",
+            "12345678",
+            Some("4321"),
+        ),
+    ];
+    for (variant, serial, watts, wh, today) in cases {
+        let (code, out, err) = dry_run(variant);
+        assert_eq!(code, Some(0), "{variant}: {err}");
+        let p = format!("envoy/{serial}/data/");
+        let has =
+            |field: &str, value: &str| out.contains(&format!("{p}{field} [retained] {value}\n"));
+        assert!(
+            has("prod_eim_wNow", watts),
+            "{variant}: power {watts}\n{out}"
+        );
+        assert!(
+            has("prod_eim_whLifetime", wh),
+            "{variant}: lifetime {wh}\n{out}"
+        );
+        match today {
+            Some(t) => assert!(has("prod_eim_wattHoursToday", t), "{variant}\n{out}"),
+            None => assert!(!out.contains("wattHoursToday"), "{variant}\n{out}"),
+        }
+        assert!(
+            out.contains(r#"envoy/status [retained] {"status":"ok""#),
+            "{variant}\n{out}"
+        );
+        assert!(!err.contains("token"), "{variant}: no token problem: {err}");
+    }
+
+    // Nothing readable as JSON: an error, exit 1, and `P/status` says so.
+    let (code, out, err) = dry_run(NO_JSON);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("exposes no production as JSON"), "{err}");
+    assert!(
+        out.contains(r#"envoy/status [retained] {"status":"error""#),
+        "{out}"
+    );
+    assert!(!out.contains("/data/"), "{out}");
+
+    // --check names the source in use.
+    let e = envoy("8.2.4264_metered_no_ct");
+    let state = Tmp::new("state");
+    let out = run(
+        &[
+            ("ENVOY_HOST", &e.server.url()),
+            ("ENVOY_TOKEN", &e.token),
+            ("STATE_DIR", state.0.to_str().unwrap()),
+            ("MQTT_PORT", &free_port().to_string()),
+        ],
+        &["--check"],
+    );
+    let report = text(&out.stdout);
+    assert!(
+        report
+            .contains("production: from the microinverters (/production.json, inverters section)"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     // The same text as each endpoint, then as a whole poll.
     let meters = json::meters(text).unwrap_or_default();
     let readings = json::readings(text).unwrap_or_default();
-    let inverters = json::production(text).ok();
+    let inverters = json::production(text).ok().map(|v| v.inverters());
     let snap = reading::snapshot(&meters, &readings, inverters);
     let _ = reading::data_fields(&snap);
     let _ = reading::raw_fields(&snap);
