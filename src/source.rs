@@ -146,6 +146,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of cases
     fn source_by_layout() {
         let good = V1 {
             watts_now: 812.0,
