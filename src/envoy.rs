@@ -58,6 +58,7 @@ pub struct Envoy {
     unlisted: BTreeSet<u64>,
     told_unmetered: bool,
     told_source: Option<Source>,
+    told_unwired: bool,
 }
 
 fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
@@ -122,6 +123,7 @@ impl Envoy {
             unlisted: BTreeSet::new(),
             told_unmetered: false,
             told_source: None,
+            told_unwired: false,
         };
         let reply = envoy.request("/info", None)?;
         if reply.status != 200 {
@@ -364,6 +366,30 @@ impl Envoy {
         }
     }
 
+    /// Says once which phases are left out for carrying no mains voltage.
+    fn note_unwired(&mut self, snap: &Snapshot) {
+        let cts = [
+            ("production", &snap.production),
+            ("net-consumption", &snap.net),
+            ("total-consumption", &snap.total),
+        ];
+        let unwired: Vec<String> = cts
+            .iter()
+            .filter_map(|(name, ct)| {
+                let lines = &ct.as_ref()?.unwired;
+                (!lines.is_empty()).then(|| format!("{name} CT L{lines:?}"))
+            })
+            .collect();
+        if !unwired.is_empty() && !self.told_unwired {
+            log::info!(
+                "phases without mains voltage (under {} V), left out of means, sums and per-phase topics: {}",
+                reading::MAINS_MIN_VOLTS,
+                unwired.join(", ")
+            );
+            self.told_unwired = true;
+        }
+    }
+
     fn note_unknown(&mut self, snap: &Snapshot) {
         let new: Vec<u64> = snap
             .unknown_eids
@@ -441,6 +467,7 @@ impl Envoy {
         let mut snap = reading::snapshot(&meters, &readings, inverters);
         snap.source = source;
         self.note_unknown(&snap);
+        self.note_unwired(&snap);
         if snap.production.is_none() && snap.inverters.is_none() {
             return Err(Error::Envoy(format!(
                 "the Envoy at {} (firmware {}) exposes no production as JSON: no enabled CT, and neither /api/v1/production nor /production.json answers; envoy2mqtt cannot read this firmware",

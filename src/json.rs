@@ -88,6 +88,7 @@ impl ChannelJson {
             apparent: self.apparent_power,
             voltage: self.voltage,
             current: self.current,
+            line: 0,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Channel {
     pub apparent: f64,
     pub voltage: f64,
     pub current: f64,
+    /// The phase number (1-3) once assigned to a CT, 0 in a raw reading.
+    pub line: u8,
 }
 
 /// One entry of `/ivp/meters/readings`: the meter's aggregate and its channels.
@@ -82,6 +84,8 @@ pub struct Ct {
     pub received: f64,
     /// One entry per phase in use, empty on a single-phase meter.
     pub phases: Vec<Channel>,
+    /// The phases (1-3) left out because they carry no mains voltage.
+    pub unwired: Vec<u8>,
 }
 
 /// Everything one poll learned, by role.
@@ -159,29 +163,49 @@ pub fn snapshot(
     snap
 }
 
-/// Reduces a reading to its `phases` real channels.
+/// A phase below this while another phase reads more carries no mains voltage: it is not
+/// wired, and what its channel reads is noise.
+pub const MAINS_MIN_VOLTS: f64 = 50.0;
+
+/// Reduces a reading to its `phases` real channels, less the phases that carry no mains
+/// voltage (a meter set for three phases with only L1 wired reads 235, 6 and 11 V).
 fn ct(reading: &MeterReading, phases: usize) -> Ct {
-    let used = &reading.channels[..phases.min(reading.channels.len())];
-    let multi = used.len() > 1;
-    let apparent: f64 = used.iter().map(|c| c.apparent).sum();
+    let configured = &reading.channels[..phases.min(reading.channels.len())];
+    let mains = configured.iter().any(|c| c.voltage >= MAINS_MIN_VOLTS);
+    let numbered = configured.iter().enumerate().map(|(i, c)| Channel {
+        line: i as u8 + 1,
+        ..*c
+    });
+    let (used, unwired): (Vec<Channel>, Vec<Channel>) =
+        numbered.partition(|c| !mains || c.voltage >= MAINS_MIN_VOLTS);
+    let multi = configured.len() > 1;
+    let sum = |f: fn(&Channel) -> f64| used.iter().map(f).sum::<f64>();
+    let apparent = sum(|c| c.apparent);
+    // The aggregate is the Envoy's own, unless noise of unwired phases had to be taken out.
+    let (power, current) = if unwired.is_empty() {
+        (reading.total.power, reading.total.current)
+    } else {
+        (sum(|c| c.power), sum(|c| c.current))
+    };
     Ct {
-        power: reading.total.power,
-        voltage: if multi {
-            used.iter().map(|c| c.voltage).sum::<f64>() / used.len() as f64
+        power,
+        voltage: if multi && !used.is_empty() {
+            sum(|c| c.voltage) / used.len() as f64
         } else {
             reading.total.voltage
         },
-        current: reading.total.current,
+        current,
         // On several phases the Envoy's aggregate power factor is the sum of the phases'
         // (1.553 on a split-phase meter): the real one is active over apparent power.
         pwr_factor: if multi && apparent > 0.0 {
-            used.iter().map(|c| c.power).sum::<f64>() / apparent
+            sum(|c| c.power) / apparent
         } else {
             reading.pwr_factor
         },
         delivered: reading.delivered,
         received: reading.received,
-        phases: if multi { used.to_vec() } else { Vec::new() },
+        phases: if multi { used } else { Vec::new() },
+        unwired: unwired.iter().map(|c| c.line).collect(),
     }
 }
 
@@ -198,8 +222,8 @@ impl Fields {
 
     /// `wNow`, `voltage`, `current` of each phase: `{prefix}_wNow_l1`, ...
     fn phases(&mut self, prefix: &str, phases: &[Channel], with_current: bool) {
-        for (i, p) in phases.iter().enumerate() {
-            let n = i + 1;
+        for p in phases {
+            let n = p.line;
             self.add(&format!("{prefix}_wNow_l{n}"), p.power, Unit::Watt);
             self.add(&format!("{prefix}_voltage_l{n}"), p.voltage, Unit::Volt);
             if with_current {
@@ -280,7 +304,7 @@ pub fn data_fields(s: &Snapshot) -> Vec<Field> {
         if let Some(p) = s
             .production
             .as_ref()
-            .filter(|p| p.phases.len() == t.phases.len())
+            .filter(|p| same_lines(&p.phases, &t.phases))
         {
             let phases: Vec<Channel> = t
                 .phases
@@ -333,11 +357,16 @@ pub fn data_fields(s: &Snapshot) -> Vec<Field> {
     f.0
 }
 
+/// Whether two CTs measure the same phases.
+fn same_lines(a: &[Channel], b: &[Channel]) -> bool {
+    a.iter().map(|c| c.line).eq(b.iter().map(|c| c.line))
+}
+
 /// The house's active current on a net CT: per phase |production + net| / voltage, summed.
 /// (Currents cannot be added as the CTs report them: their magnitudes carry no sign.)
 fn house_current(production: Option<&Ct>, net: &Ct, prod_power: f64) -> f64 {
     match production {
-        Some(p) if p.phases.len() == net.phases.len() && !net.phases.is_empty() => p
+        Some(p) if same_lines(&p.phases, &net.phases) && !net.phases.is_empty() => p
             .phases
             .iter()
             .zip(&net.phases)
@@ -394,6 +423,7 @@ mod tests {
             apparent: power.abs() * 1.25,
             voltage,
             current,
+            line: 0,
         }
     }
 
@@ -406,6 +436,7 @@ mod tests {
                 apparent: 0.0,
                 voltage: used.clone().map(|c| c.voltage).sum(),
                 current: used.map(|c| c.current).sum(),
+                line: 0,
             },
             pwr_factor: 0.8,
             delivered,
@@ -632,6 +663,78 @@ mod tests {
         assert_eq!(value(&f, "prod_eim_current_l2"), Some(6.0));
         assert_eq!(value(&f, "prod_eim_wNow_l3"), None);
         assert_eq!(value(&f, "prod_eim_pwrFactor"), Some(0.8));
+    }
+
+    #[test]
+    fn phases_without_mains_voltage_are_left_out() {
+        let meters = [
+            meter(1, "production", true, 3),
+            meter(2, "net-consumption", true, 3),
+        ];
+        // 7.6.175_with_cts_3phase: configured for three phases, only L1 wired.
+        let l1_only = [
+            reading(
+                1,
+                &[
+                    ch(488.925, 235.236, 2.169),
+                    ch(0.0, 6.124, 0.0),
+                    ch(-1.044, 11.469, 0.227),
+                ],
+                1.0,
+                0.0,
+            ),
+            reading(
+                2,
+                &[
+                    ch(-36.162, 235.201, 2.745),
+                    ch(0.0, 2.981, 0.0),
+                    ch(-0.451, 4.635, 0.242),
+                ],
+                1.0,
+                0.0,
+            ),
+        ];
+        let s = snapshot(&meters, &l1_only, None);
+        assert_eq!(s.production.as_ref().unwrap().unwired, [2, 3]);
+        let f = data_fields(&s);
+        assert_eq!(value(&f, "prod_eim_voltage"), Some(235.236));
+        assert_eq!(value(&f, "prod_eim_current"), Some(2.169));
+        assert_eq!(value(&f, "prod_eim_wNow"), Some(488.925));
+        assert_eq!(value(&f, "prod_eim_wNow_l1"), Some(488.925));
+        assert_eq!(value(&f, "conso_net_eim_voltage"), Some(235.201));
+        for gone in [
+            "prod_eim_wNow_l2",
+            "prod_eim_voltage_l3",
+            "conso_net_eim_current_l3",
+        ] {
+            assert_eq!(value(&f, gone), None, "{gone}");
+        }
+        // L2 not wired, L1 and L3 are: the phase numbers stay.
+        let l1_l3 = [reading(
+            1,
+            &[
+                ch(400.0, 230.0, 2.0),
+                ch(3.0, 4.0, 0.1),
+                ch(300.0, 232.0, 1.5),
+            ],
+            1.0,
+            0.0,
+        )];
+        let f = data_fields(&snapshot(&meters[..1], &l1_l3, None));
+        assert_eq!(value(&f, "prod_eim_voltage"), Some(231.0));
+        assert_eq!(value(&f, "prod_eim_current"), Some(3.5));
+        assert_eq!(value(&f, "prod_eim_wNow"), Some(700.0));
+        assert_eq!(value(&f, "prod_eim_wNow_l3"), Some(300.0));
+        assert_eq!(value(&f, "prod_eim_wNow_l2"), None);
+        // No phase at mains (a meter reading nothing at night): nothing is left out.
+        let dark = [reading(
+            1,
+            &[ch(0.0, 3.0, 0.0), ch(0.0, 2.0, 0.0)],
+            1.0,
+            0.0,
+        )];
+        let s = snapshot(&[meter(1, "production", true, 2)], &dark, None);
+        assert!(s.production.unwrap().unwired.is_empty());
     }
 
     #[test]

@@ -362,6 +362,37 @@ fn production_from_the_right_source_on_every_layout() {
 }
 
 #[test]
+fn unwired_phases_are_left_out_of_the_three_phase_fixture() {
+    // Checked by hand against 7.6.175_with_cts_3phase/ivp_meters_readings: both CTs are set
+    // for three phases, only L1 is wired (235.236 V; L2 6.124 V, L3 11.469 V). Production
+    // L1: 488.925 W over 510.003 VA apparent -> power factor 0.959; net L1 -36.162 W at
+    // 235.201 V; house current |488.925 - 36.162| / 235.201 = 1.925 A.
+    let (code, out, err) = dry_run("7.6.175_with_cts_3phase");
+    assert_eq!(code, Some(0), "{err}");
+    let p = "envoy/122238082763/data/";
+    for (field, value) in [
+        ("prod_eim_voltage", "235.236"),
+        ("prod_eim_current", "2.169"),
+        ("prod_eim_pwrFactor", "0.959"),
+        ("prod_eim_voltage_l1", "235.236"),
+        ("conso_net_eim_voltage", "235.201"),
+        ("conso_all_eim_rmsVoltage", "235.201"),
+        ("conso_all_eim_rmsCurrent", "1.925"),
+    ] {
+        assert!(
+            out.contains(&format!("{p}{field} [retained] {value}\n")),
+            "{field} {value}:\n{out}"
+        );
+    }
+    assert!(!out.contains("_l2") && !out.contains("_l3"), "{out}");
+    assert_eq!(
+        err.matches("phases without mains voltage").count(),
+        1,
+        "one log line: {err}"
+    );
+}
+
+#[test]
 fn fields_match_the_fixture_numbers() {
     // Checked by hand against 7.6.175_with_cts/ivp_meters_readings: production CT 488.925 W,
     // net CT -36.162 W, import (actEnergyDlvd) 3738205.282 Wh, export (actEnergyRcvd) 1776768.769 Wh.
