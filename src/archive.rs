@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::ledger::{Counters, Ledger, Note, SENSORS};
+use crate::ledger::{self, Counters, Ledger, Note, SENSORS};
 use crate::message::{Message, Publisher};
 use crate::reading::Field;
 use crate::tariff::Window;
@@ -170,6 +170,24 @@ impl Archive {
             _ => {}
         }
         self.retained = retained;
+    }
+
+    /// Holds the derived lifetime counters among `fields` at their previous value where CT
+    /// jitter made them step back (see [`ledger::hold`]), so that a published
+    /// `total_increasing` counter never decreases, across restarts too.
+    pub fn hold(&self, fields: &mut [Field]) {
+        let Some(ledger) = &self.ledger else { return };
+        let mut now = counters(fields);
+        for i in ledger::hold(&ledger.counters, &mut now) {
+            let Some(wh) = now[i] else { continue };
+            for f in fields.iter_mut() {
+                match f.name.strip_prefix(SENSORS[i]) {
+                    Some("_whLifetime") => f.value = wh,
+                    Some("_kwhLifetime") => f.value = wh / 1000.0,
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Adds a data poll; returns whether the file should be written now (a new day, a

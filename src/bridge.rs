@@ -221,9 +221,10 @@ pub fn once(config: &Config, dry_run: bool) -> Result<()> {
     let p = publisher(config, &serial);
     let messages = match &polled {
         Ok((envoy, snap)) => {
-            let fields = reading::data_fields(snap);
+            let mut fields = reading::data_fields(snap);
             let now = SystemTime::now();
             let mut archive = archive(config, &p, out.as_mut(), true, dry_run)?;
+            archive.hold(&mut fields);
             archive.update(&p, now, &fields);
             archive.save(true)?;
             // Cron: entities expire after three missed runs (at least 15 minutes).
@@ -337,7 +338,8 @@ impl Service<'_> {
                 return Err(e);
             }
         };
-        let fields = reading::data_fields(&snap);
+        let mut fields = reading::data_fields(&snap);
+        self.archive.hold(&mut fields);
         self.last_sync = Some(now);
         if self.archive.update(&p, now, &fields) {
             self.archive.save(false)?;

@@ -158,6 +158,36 @@ impl std::fmt::Display for Note {
     }
 }
 
+/// Counters the Envoy measures (production, grid import, grid export), and the ones derived
+/// from two of them on a net CT (house consumption = production + import - export,
+/// self-consumption = production - export): their CTs are not sampled at once, so a
+/// derived counter can step back while every measured one went up.
+const MEASURED: [usize; 3] = [0, 2, 3];
+const DERIVED: [usize; 2] = [1, 4];
+
+/// Holds the derived counters of a net-CT system monotone: one below its previous value
+/// while no measured counter went back (a reset, which the ledger handles) keeps the
+/// previous value. Returns the sensors whose value was held.
+pub fn hold(previous: &Counters, now: &mut Counters) -> Vec<usize> {
+    let net_ct = now[2].is_some() && now[3].is_some();
+    let reset = MEASURED
+        .iter()
+        .any(|&i| matches!((previous[i], now[i]), (Some(p), Some(n)) if n < p - JITTER_WH));
+    if !net_ct || reset {
+        return Vec::new();
+    }
+    let mut held = Vec::new();
+    for i in DERIVED {
+        if let (Some(p), Some(n)) = (previous[i], now[i]) {
+            if n < p {
+                now[i] = Some(p);
+                held.push(i);
+            }
+        }
+    }
+    held
+}
+
 fn set_clock(zone: &Zone, at_ms: i64) -> Result<i64, Note> {
     let day = zone.day(at_ms.div_euclid(1000));
     let date = Date::from_days(day);
@@ -830,6 +860,115 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn derived_counters_are_held_unless_a_measured_one_was_reset() {
+        // prod, house, import, export, self-consumption, net
+        let before = [
+            Some(1000.0),
+            Some(3000.0),
+            Some(2500.0),
+            Some(500.0),
+            Some(500.0),
+            Some(2000.0),
+        ];
+        let cases: [(&str, Counters, Counters, &[usize]); 5] = [
+            (
+                "export read 8 Wh ahead: both derived step back, held",
+                [
+                    Some(1001.0),
+                    Some(2994.0),
+                    Some(2501.0),
+                    Some(508.0),
+                    Some(493.0),
+                    Some(1993.0),
+                ],
+                [
+                    Some(1001.0),
+                    Some(3000.0),
+                    Some(2501.0),
+                    Some(508.0),
+                    Some(500.0),
+                    Some(1993.0),
+                ],
+                &[1, 4],
+            ),
+            (
+                "all up: nothing held",
+                [
+                    Some(1010.0),
+                    Some(3020.0),
+                    Some(2515.0),
+                    Some(505.0),
+                    Some(505.0),
+                    Some(2010.0),
+                ],
+                [
+                    Some(1010.0),
+                    Some(3020.0),
+                    Some(2515.0),
+                    Some(505.0),
+                    Some(505.0),
+                    Some(2010.0),
+                ],
+                &[],
+            ),
+            (
+                "production counter reset: followed, the ledger re-bases",
+                [
+                    Some(0.0),
+                    Some(2001.0),
+                    Some(2501.0),
+                    Some(500.0),
+                    Some(0.0),
+                    Some(2001.0),
+                ],
+                [
+                    Some(0.0),
+                    Some(2001.0),
+                    Some(2501.0),
+                    Some(500.0),
+                    Some(0.0),
+                    Some(2001.0),
+                ],
+                &[],
+            ),
+            (
+                "total CT (no import/export): house is measured, not held",
+                [Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)],
+                [Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)],
+                &[],
+            ),
+            (
+                "net counter may go down: not held",
+                [
+                    Some(1001.0),
+                    Some(3000.5),
+                    Some(2501.0),
+                    Some(503.0),
+                    Some(500.0),
+                    Some(1998.0),
+                ],
+                [
+                    Some(1001.0),
+                    Some(3000.5),
+                    Some(2501.0),
+                    Some(503.0),
+                    Some(500.0),
+                    Some(1998.0),
+                ],
+                &[],
+            ),
+        ];
+        for (name, mut now, want, held) in cases {
+            let mut prev = before;
+            if name.starts_with("total CT") {
+                prev = [Some(1000.0), Some(3000.0), None, None, None, Some(2000.0)];
+            }
+            assert_eq!(hold(&prev, &mut now), held, "{name}");
+            assert_eq!(now, want, "{name}");
+        }
     }
 
     #[test]

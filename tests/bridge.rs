@@ -393,6 +393,67 @@ fn unwired_phases_are_left_out_of_the_three_phase_fixture() {
 }
 
 #[test]
+fn derived_counters_never_decrease_under_ct_jitter() {
+    // Every counter the CTs measure only goes up, but not in step (export +8 Wh each
+    // answer, production +16 Wh every other one): self-consumption (production - export)
+    // and house consumption (production + import - export) would step back by 8 Wh every
+    // other poll.
+    let fixture = fixtures().join("7.6.175_with_cts");
+    let control = Control::new(&serial_of(&fixture));
+    {
+        let mut s = control.lock();
+        s.faults.counters = sim::Counters::Jitter;
+    }
+    let e = envoy_with(&fixture, control);
+    let state = Tmp::new("state");
+    let d = Daemon::start(
+        &[
+            ("ENVOY_HOST", &e.server.url()),
+            ("ENVOY_TOKEN", &e.token),
+            ("STATE_DIR", state.0.to_str().unwrap()),
+            ("HA_DISCOVERY", "false"),
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "100ms"),
+        ],
+        &["--dry-run"],
+    );
+    let series = |d: &Daemon, name: &str| -> Vec<f64> {
+        let topic = format!("envoy/122238082763/data/{name} [retained] ");
+        d.stdout()
+            .iter()
+            .filter_map(|l| l.strip_prefix(&topic)?.parse().ok())
+            .collect()
+    };
+    let done = d.wait_until(Duration::from_secs(60), |d| {
+        series(d, "eco_eim_whLifetime").len() >= 100
+    });
+    assert!(done, "100 polls: {}", d.stderr());
+    for measured in [
+        "prod_eim_whLifetime",
+        "grid_eim_whLifetime",
+        "import_eim_whLifetime",
+    ] {
+        let values = series(&d, measured);
+        assert!(
+            values.windows(2).all(|w| w[1] >= w[0]),
+            "{measured} {values:?}"
+        );
+    }
+    for name in [
+        "eco_eim_whLifetime",
+        "eco_eim_kwhLifetime",
+        "conso_all_eim_whLifetime",
+        "conso_all_eim_kwhLifetime",
+    ] {
+        let values = series(&d, name);
+        assert!(values.len() >= 100, "{name}: {}", values.len());
+        let back = values.windows(2).filter(|w| w[1] < w[0]).count();
+        assert_eq!(back, 0, "{name} decreased {back} times: {values:?}");
+        assert!(values.last() > values.first(), "{name} still advances");
+    }
+}
+
+#[test]
 fn fields_match_the_fixture_numbers() {
     // Checked by hand against 7.6.175_with_cts/ivp_meters_readings: production CT 488.925 W,
     // net CT -36.162 W, import (actEnergyDlvd) 3738205.282 Wh, export (actEnergyRcvd) 1776768.769 Wh.

@@ -28,6 +28,10 @@ pub enum Counters {
     Backwards,
     /// Every energy counter at 0, as after a reset.
     Zero,
+    /// CT jitter: every counter only goes up, but not in step: the export counters gain
+    /// 8 Wh at every readings answer, production 16 Wh at every other one. Counters derived
+    /// from two CTs (production - export) then step back every other answer.
+    Jitter,
 }
 
 /// Faults and behaviour, changeable while the server runs.
@@ -513,17 +517,20 @@ fn fixture_file(dir: &Path, path: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn adjust_counters(body: &str, counters: Counters, add: f64) -> String {
+fn adjust_counters(body: &str, counters: Counters, add: f64, served: usize) -> String {
     let Ok(mut v) = serde_json::from_str::<serde_json::Value>(body) else {
         return body.to_string();
     };
-    for meter in v.as_array_mut().into_iter().flatten() {
+    for (i, meter) in v.as_array_mut().into_iter().flatten().enumerate() {
         for key in ["actEnergyDlvd", "actEnergyRcvd"] {
             if let Some(x) = meter.get(key).and_then(|x| x.as_f64()) {
-                let new = match counters {
-                    Counters::Advancing => x + add,
-                    Counters::Backwards => (x - 1000.0).max(0.0),
-                    Counters::Zero => 0.0,
+                let new = match (counters, key) {
+                    (Counters::Advancing, _) => x + add,
+                    (Counters::Jitter, "actEnergyRcvd") => x + 8.0 * served as f64,
+                    (Counters::Jitter, _) if i == 0 => x + 16.0 * (served / 2) as f64,
+                    (Counters::Jitter, _) => x,
+                    (Counters::Backwards, _) => (x - 1000.0).max(0.0),
+                    (Counters::Zero, _) => 0.0,
                 };
                 meter[key] = serde_json::json!(new);
             }
@@ -605,7 +612,13 @@ pub fn envoy(fixture: &Path, cert_dir: &Path, control: Control) -> Server {
         let status = log["code"].as_u64().unwrap_or(200) as u16;
         if req.path == "/ivp/meters/readings" {
             let add = s.started.elapsed().as_secs_f64() * s.faults.rate;
-            body = adjust_counters(&body, s.faults.counters, add);
+            let served = s
+                .seen
+                .requests
+                .iter()
+                .filter(|r| r.ends_with(" /ivp/meters/readings"))
+                .count();
+            body = adjust_counters(&body, s.faults.counters, add, served);
             if let Some(clock) = s.clock.as_mut() {
                 body = clock.tick(&body);
             }
