@@ -359,6 +359,10 @@ impl Service<'_> {
             self.fields = names;
             messages.extend(discovery(&self.config, &self.envoy, &entities, None)?);
         }
+        // `ok` after every data poll: the error of an earlier poll is over.
+        let next = next_tick(self.start, self.config.data_interval, Instant::now());
+        let next = now + next.saturating_duration_since(Instant::now());
+        messages.push(p.status(true, &health(&self.envoy, &[], Some(now), Some(next))));
         self.publish(&messages)
     }
 

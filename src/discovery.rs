@@ -228,6 +228,7 @@ pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
                 topic: device.config_topic(class.component, &id),
                 payload: json::entity(&entity),
                 retain: true,
+                live: false,
             })
         })
         .collect()
@@ -242,6 +243,7 @@ pub fn removals(before: &[String], now: &[Message]) -> Vec<Message> {
             topic: t.clone(),
             payload: String::new(),
             retain: true,
+            live: false,
         })
         .collect()
 }
@@ -409,6 +411,7 @@ mod tests {
             topic: "a".into(),
             payload: "{}".into(),
             retain: true,
+            live: false,
         }];
         let gone = removals(&["a".into(), "b".into()], &now);
         assert_eq!(gone.len(), 1);

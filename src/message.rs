@@ -17,6 +17,9 @@ pub struct Message {
     pub topic: String,
     pub payload: String,
     pub retain: bool,
+    /// A live value (`P/S/raw/`): sent at QoS 0, since the next one follows within
+    /// seconds. Every other message goes at `MQTT_QOS`, retained or not.
+    pub live: bool,
 }
 
 /// `topic [retained] payload`, as `--dry-run` prints it.
@@ -67,6 +70,7 @@ impl Publisher {
             topic,
             payload,
             retain,
+            live: false,
         }
     }
 
@@ -118,9 +122,13 @@ impl Publisher {
         self.messages("data", fields, now, self.retain)
     }
 
-    /// `P/S/raw/{field}`, never retained, with `timestamp`.
+    /// `P/S/raw/{field}`, never retained, live (QoS 0), with `timestamp`.
     pub fn raw(&self, fields: &[Field], now: SystemTime) -> Vec<Message> {
-        self.messages("raw", fields, now, false)
+        let mut out = self.messages("raw", fields, now, false);
+        for m in &mut out {
+            m.live = true;
+        }
+        out
     }
 }
 
@@ -184,12 +192,14 @@ impl Publisher {
                 topic: self.topic(flow, "detailed"),
                 payload: json::detailed(&today, &self.serial, &slots),
                 retain: self.retain,
+                live: false,
             });
         }
         out.push(Message {
             topic: self.topic("", "ledger"),
             payload: json::ledger(ledger),
             retain: true,
+            live: false,
         });
         out
     }
@@ -217,6 +227,7 @@ impl Publisher {
             topic: format!("{}/{}/status", self.prefix, self.serial),
             payload: if online { "online" } else { "offline" }.to_string(),
             retain: true,
+            live: false,
         }
     }
 
@@ -238,6 +249,7 @@ impl Publisher {
             topic: format!("{}/status", self.prefix),
             payload: json::status(&status),
             retain: true,
+            live: false,
         }
     }
 }
@@ -356,6 +368,7 @@ mod tests {
             } else {
                 p.raw(&fields, now)
             };
+            assert!(got.iter().all(|m| m.live == (group == "raw")), "{group}");
             let got: Vec<String> = got.iter().map(Message::to_string).collect();
             assert_eq!(got, want, "{format:?} {retain} {group}");
         }

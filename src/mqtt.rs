@@ -225,6 +225,7 @@ impl Session {
             topic: probe.to_string(),
             payload: "restore".into(),
             retain: false,
+            live: false,
         });
         let mut got: Vec<(String, Vec<u8>)> = Vec::new();
         while Instant::now() < deadline && !got.iter().any(|(t, _)| t == probe) {
@@ -261,7 +262,7 @@ impl Session {
     }
 
     fn send(&mut self, m: &Message) {
-        let qos = if m.retain { self.qos } else { QoS::AtMostOnce };
+        let qos = if m.live { QoS::AtMostOnce } else { self.qos };
         for _ in 0..100 {
             match self.client.try_publish(
                 m.topic.clone(),

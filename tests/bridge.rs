@@ -1766,6 +1766,56 @@ fn once_reports_an_envoy_failure_in_status_and_exits_1() {
     );
 }
 
+#[test]
+fn qos_is_mqtt_qos_for_state_messages_even_when_not_retained() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    // A QoS 1 subscriber sees each message at the lower of its QoS and the publisher's.
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port(), "-q", "1", "-v"])
+        .args(["-t", "envoy/+/data/+", "-t", "probe/qos", "-F", "%q %t"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l = lines.clone();
+    let out = sub.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    let seen = |what: &str| lines.lock().unwrap().iter().any(|x| x.ends_with(what));
+    let start = Instant::now();
+    while !seen(" probe/qos") && start.elapsed() < Duration::from_secs(5) {
+        publish(&broker, "probe/qos", "x", &["-q", "1"]);
+        std::thread::sleep(Duration::from_millis(100)); // pacing of the probe, bounded above
+    }
+    assert!(seen(" probe/qos"), "mosquitto_sub subscribed");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[("MQTT_RETAIN", "false"), ("MQTT_QOS", "1")],
+    );
+    let out = run(&pairs(&env), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let data = |l: &Vec<String>| l.iter().filter(|x| x.contains("/data/")).count();
+    let start = Instant::now();
+    while data(&lines.lock().unwrap()) < 20 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20)); // waiting on the subscriber's lines
+    }
+    let got = lines.lock().unwrap().clone();
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let data: Vec<&String> = got.iter().filter(|x| x.contains("/data/")).collect();
+    assert!(data.len() >= 20, "{got:?}");
+    assert!(
+        data.iter().all(|x| x.starts_with("1 ")),
+        "every data message at QoS 1: {data:?}"
+    );
+}
+
 /// Home Assistant's MQTT sensor validation, as the rules this test checks (source: Home
 /// Assistant developer docs, "Sensor entity": device classes and their units, and "state
 /// class"; `homeassistant/components/sensor/const.py` DEVICE_CLASS_UNITS and
@@ -2655,6 +2705,64 @@ fn envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll() {
         assert!(asked <= bound, "{what}: {asked} requests");
         assert!(polls <= 1, "{what}: {polls} polls to recover");
     }
+}
+
+#[test]
+fn status_goes_ok_error_ok_across_an_envoy_outage() {
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let sub = Subscriber::start(&broker, &[]);
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "1"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&env), &[]);
+    let statuses = |s: &[Seen]| -> Vec<String> {
+        s.iter()
+            .filter(|m| m.topic == "envoy/status")
+            .map(|m| m.payload.split('"').nth(3).unwrap_or_default().to_string())
+            .collect()
+    };
+    let has = |s: &[Seen], want: &[&str]| {
+        let got = statuses(s);
+        let mut i = 0;
+        for g in &got {
+            if i < want.len() && g == want[i] {
+                i += 1;
+            }
+        }
+        i == want.len()
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| has(s, &["ok"])),
+        "first ok: {}",
+        d.stderr()
+    );
+    c.lock().faults.status = Some((503, u32::MAX));
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| has(s, &["ok", "error"])),
+        "error: {}",
+        d.stderr()
+    );
+    c.lock().faults.status = None;
+    assert!(
+        sub.wait_until(Duration::from_secs(20), |s| has(s, &["ok", "error", "ok"])),
+        "ok again: {:?}",
+        statuses(&sub.seen())
+    );
+    let last = sub.last("envoy/status").unwrap();
+    assert!(last.0, "retained");
+    assert!(
+        last.1.contains(r#""errors":[]"#) && last.1.contains(r#""next_sync":"20"#),
+        "{}",
+        last.1
+    );
 }
 
 #[test]
