@@ -9,7 +9,7 @@ use crate::config::Format;
 use crate::json;
 use crate::ledger::Ledger;
 use crate::reading::{Field, Unit};
-use crate::zone::Zone;
+use crate::zone::{self, Zone};
 
 /// One MQTT message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +81,7 @@ impl Publisher {
         now: SystemTime,
         retain: bool,
     ) -> Vec<Message> {
-        let stamp = humantime::format_rfc3339_seconds(now).to_string();
+        let stamp = zone::utc_time(now);
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut out: Vec<Message> = fields
             .iter()
@@ -144,7 +144,7 @@ impl Publisher {
         split: bool,
         now: SystemTime,
     ) -> Vec<Message> {
-        let stamp = humantime::format_rfc3339_seconds(now).to_string();
+        let stamp = zone::utc_time(now);
         let today = ledger.today.date.to_string();
         let yesterday = ledger.yesterday.as_ref().map(|y| y.date.to_string());
         let mut out = Vec::new();
@@ -216,9 +216,6 @@ pub struct Health {
     pub token_expires: Option<i64>,
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
 
 impl Publisher {
     /// `P/S/status`: `online` / `offline`, retained (the last will is the `offline` one).
@@ -235,15 +232,13 @@ impl Publisher {
     pub fn status(&self, ok: bool, health: &Health) -> Message {
         let status = json::Status {
             status: if ok { "ok" } else { "error" },
-            last_sync: health.last_sync.map(rfc3339),
-            next_sync: health.next_sync.map(rfc3339),
+            last_sync: health.last_sync.map(zone::utc_time),
+            next_sync: health.next_sync.map(zone::utc_time),
             envoy_count: 1,
             errors: &health.errors,
             version: env!("CARGO_PKG_VERSION"),
             firmware: health.firmware.as_deref(),
-            token_expires: health
-                .token_expires
-                .map(|t| rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))),
+            token_expires: health.token_expires.map(zone::utc),
         };
         Message {
             topic: format!("{}/status", self.prefix),

@@ -11,7 +11,7 @@ use crate::cloud::Cloud;
 use crate::config::{EnvoyConfig, Secret};
 use crate::error::{Error, Result};
 use crate::json::Claims;
-use crate::{jwt, state};
+use crate::{jwt, state, zone};
 
 /// The cached token's file in `STATE_DIR`.
 pub const FILE: &str = "token";
@@ -47,8 +47,7 @@ pub fn now() -> i64 {
 
 /// `YYYY-MM-DD` of a time in seconds (UTC).
 pub fn date(secs: i64) -> String {
-    let t = UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()[..10].to_string()
+    zone::utc(secs)[..10].to_string()
 }
 
 /// Obtains and keeps the token for one Envoy.
@@ -163,11 +162,10 @@ impl Keeper {
             .flatten()
             .and_then(|t| t.trim().parse::<i64>().ok());
         if let Some(last) = last.filter(|l| (0..CLOUD_BACKOFF).contains(&(now - l))) {
-            let next = UNIX_EPOCH + std::time::Duration::from_secs((last + CLOUD_BACKOFF) as u64);
             return Err(Error::Token(format!(
                 "no valid token, and Enlighten was asked less than {} minutes ago: the next login is allowed at {} (set ENVOY_TOKEN to do without the cloud)",
                 CLOUD_BACKOFF / 60,
-                humantime::format_rfc3339_seconds(next)
+                zone::utc(last.saturating_add(CLOUD_BACKOFF))
             )));
         }
         state::write(&attempt, format!("{now}\n").as_bytes())?;

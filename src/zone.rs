@@ -85,6 +85,31 @@ impl Date {
     }
 }
 
+/// The latest second RFC 3339 can write: 9999-12-31T23:59:59Z.
+const LAST_SECOND: i64 = 253_402_300_799;
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix second, clamped to years 1970 to 9999: cannot fail,
+/// whatever a token's `exp` or the clock says.
+pub fn utc(secs: i64) -> String {
+    let t = secs.clamp(0, LAST_SECOND);
+    let (day, s) = (t.div_euclid(DAY), t.rem_euclid(DAY));
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        Date::from_days(day),
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// [`utc`] of a time.
+pub fn utc_time(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    utc(secs)
+}
+
 impl Zone {
     /// A POSIX TZ string or an IANA name; the error says which it could not read.
     pub fn parse(text: &str) -> Result<Zone, String> {
@@ -219,6 +244,26 @@ mod tests {
         let start = z.day_start(day);
         assert_eq!(z.clock(start), "01:00");
         assert_eq!(z.day(start - 1), day - 1);
+    }
+
+    #[test]
+    fn utc_times_never_fail() {
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (1_768_473_000, "2026-01-15T10:30:00Z"),
+            (1_709_164_799, "2024-02-28T23:59:59Z"),
+            (1_709_251_200, "2024-03-01T00:00:00Z"),
+            (253_402_300_799, "9999-12-31T23:59:59Z"),
+            (253_402_300_800, "9999-12-31T23:59:59Z"),
+            (1_000_000_000_000_000, "9999-12-31T23:59:59Z"),
+            (i64::MAX, "9999-12-31T23:59:59Z"),
+            (-5, "1970-01-01T00:00:00Z"),
+            (i64::MIN, "1970-01-01T00:00:00Z"),
+        ] {
+            assert_eq!(utc(secs), want, "{secs}");
+        }
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_768_473_000);
+        assert_eq!(utc_time(t), humantime::format_rfc3339_seconds(t).to_string());
     }
 
     #[test]
