@@ -100,11 +100,9 @@ impl Archive {
             unsaved: false,
         };
         archive.configure(config)?;
-        if archive
-            .ledger
-            .as_ref()
-            .is_some_and(|l| !l.is_sound(&archive.zone))
-        {
+        let read = archive.ledger.take();
+        archive.ledger = read.clone().and_then(|l| l.restored(&archive.zone));
+        if read.is_some() && archive.ledger.is_none() {
             log::error!(
                 "{}: the ledger in it is not one envoy2mqtt writes; restoring from the broker instead",
                 archive.path.display()
@@ -152,7 +150,7 @@ impl Archive {
             .iter()
             .find(|(t, _)| *t == topic)
             .and_then(|(_, payload)| json::parse_ledger(&String::from_utf8_lossy(payload)).ok())
-            .filter(|l| l.is_sound(&self.zone));
+            .and_then(|l| l.restored(&self.zone));
         match (kept, &self.ledger) {
             (Some(k), Some(file)) if k.at_ms > file.at_ms => {
                 log::info!(

@@ -213,13 +213,15 @@ impl Ledger {
         })
     }
 
-    /// Whether a ledger read back from a file or a topic is one this program could have
-    /// written: times after 2024 and before 2200, a today consistent with its last poll,
-    /// at most 50 half-hours, finite values.
-    pub fn is_sound(&self, zone: &Zone) -> bool {
+    /// A ledger read back from a file or a topic, if it is one this program could have
+    /// written: times after 2024 and before 2200, a today consistent with its last poll, at
+    /// most 50 half-hours, finite values. The day's start is derived again from its date,
+    /// never trusted.
+    pub fn restored(mut self, zone: &Zone) -> Option<Ledger> {
         let day = zone.day(self.at_ms.div_euclid(1000));
         let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
-        (1_704_067_200_000..7_258_118_400_000).contains(&self.at_ms)
+        let sound = (1_704_067_200_000..7_258_118_400_000).contains(&self.at_ms)
+            && (FIRST_YEAR..2200).contains(&self.today.date.year)
             && (day - self.today.date.days()).abs() <= 1
             && self.today.slots.len() <= MAX_SLOTS
             && finite(&self.today.energy)
@@ -228,7 +230,12 @@ impl Ledger {
             && finite(&self.year)
             && self.today.slots.iter().all(|s| finite(s))
             && self.counters.iter().flatten().all(|c| c.is_finite())
-            && self.yesterday.as_ref().is_none_or(|y| finite(&y.energy))
+            && self.yesterday.as_ref().is_none_or(|y| finite(&y.energy));
+        if !sound {
+            return None;
+        }
+        self.today.start = zone.day_start(self.today.date.days());
+        Some(self)
     }
 
     /// Adds the poll at `at_ms` (Unix ms) with `counters` and the grid import power.
@@ -1002,8 +1009,8 @@ mod tests {
     fn damaged_states_are_not_sound() {
         let z = zone();
         let good = Ledger::start(&z, at("2026-01-15 12:00"), all(5.0)).unwrap();
-        assert!(good.is_sound(&z));
-        let cases: [(&str, fn(&mut Ledger)); 5] = [
+        assert!(good.clone().restored(&z).is_some());
+        let cases: [(&str, fn(&mut Ledger)); 6] = [
             ("time in 1970", |l| l.at_ms = 0),
             ("time far ahead", |l| l.at_ms = i64::MAX),
             ("today far from the last poll", |l| {
@@ -1011,12 +1018,23 @@ mod tests {
             }),
             ("too many slots", |l| l.today.slots = vec![[0.0; 4]; 51]),
             ("not a number", |l| l.month[2] = f64::NAN),
+            ("a date of year 10^15", |l| {
+                l.today.date.year = 1_000_000_000_000_000
+            }),
         ];
         for (what, damage) in cases {
             let mut l = good.clone();
             damage(&mut l);
-            assert!(!l.is_sound(&z), "{what}");
+            assert!(l.restored(&z).is_none(), "{what}");
         }
+        // An absurd day start is not trusted: derived from the date, and the ledger goes on.
+        let mut l = good.clone();
+        l.today.start = i64::MIN;
+        let mut l = l.restored(&z).expect("sound but for its start");
+        assert_eq!(l.today.start, good.today.start);
+        let notes = l.advance(&z, &[], at("2026-01-15 12:30"), all(6.0), Some(100.0));
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(close(l.today.energy[0], 1.0));
     }
 
     #[test]

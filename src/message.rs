@@ -216,7 +216,6 @@ pub struct Health {
     pub token_expires: Option<i64>,
 }
 
-
 impl Publisher {
     /// `P/S/status`: `online` / `offline`, retained (the last will is the `offline` one).
     pub fn availability(&self, online: bool) -> Message {

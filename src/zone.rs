@@ -263,7 +263,10 @@ mod tests {
             assert_eq!(utc(secs), want, "{secs}");
         }
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_768_473_000);
-        assert_eq!(utc_time(t), humantime::format_rfc3339_seconds(t).to_string());
+        assert_eq!(
+            utc_time(t),
+            humantime::format_rfc3339_seconds(t).to_string()
+        );
     }
 
     #[test]

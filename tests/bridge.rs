@@ -1767,6 +1767,42 @@ fn once_reports_an_envoy_failure_in_status_and_exits_1() {
 }
 
 #[test]
+fn token_expiry_past_year_9999_is_no_panic() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    for exp in [253_402_300_800_i64, 1_000_000_000_000_000] {
+        let token = sim::make_jwt("122238082763", "owner@example.com", exp);
+        e.server.control.lock().tokens.insert(token.clone());
+        let state = Tmp::new("state");
+        let env = with(
+            bridge_env(&e, &broker, &state),
+            &[("ENVOY_TOKEN", &token), ("DATA_INTERVAL_SECONDS", "1")],
+        );
+        let check = run(&pairs(&env), &["--check"]);
+        let report = text(&check.stdout);
+        assert_eq!(
+            check.status.code(),
+            Some(0),
+            "{exp}: {report}{}",
+            text(&check.stderr)
+        );
+        assert!(report.contains("expires 9999-12-31"), "{report}");
+        let once = run(&pairs(&env), &["--once"]);
+        assert_eq!(once.status.code(), Some(0), "{exp}: {}", text(&once.stderr));
+        let sub = Subscriber::start(&broker, &[]);
+        let d = Daemon::start(&pairs(&env), &[]);
+        // Two data polls of the service, each with its P/status.
+        let ok = sub.wait_until(Duration::from_secs(10), |s| {
+            s.iter()
+                .filter(|m| m.topic == "envoy/status" && m.payload.contains("9999-12-31T23:59:59Z"))
+                .count()
+                >= 2
+        });
+        assert!(ok, "{exp}: {}", d.stderr());
+    }
+}
+
+#[test]
 fn qos_is_mqtt_qos_for_state_messages_even_when_not_retained() {
     let e = envoy("7.6.175_with_cts");
     let broker = Mosquitto::start("allow_anonymous true");
