@@ -156,9 +156,9 @@ fn discovery(
     envoy: &Envoy,
     fields: &[reading::Field],
     expire_after: Option<u64>,
-) -> Result<Vec<Message>> {
+) -> Vec<Message> {
     if !config.ha_discovery {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let device = Device {
         prefix: config.mqtt.prefix.clone(),
@@ -171,15 +171,22 @@ fn discovery(
     };
     let mut messages = discovery::messages(&device, fields);
     let file = config.state_dir.join(DISCOVERY_FILE);
-    let before = state::read(&file)?
+    let before = state::read(&file)
+        .unwrap_or_else(|e| {
+            log::warn!("{e}");
+            None
+        })
         .map(|t| json::parse_strings(&t))
         .unwrap_or_default();
     let now: Vec<String> = messages.iter().map(|m| m.topic.clone()).collect();
     messages.extend(discovery::removals(&before, &messages));
     if before != now {
-        state::write(&file, json::strings(&now).as_bytes())?;
+        // Not remembered means only that a later removal may be missed: no failed poll.
+        if let Err(e) = state::write(&file, json::strings(&now).as_bytes()) {
+            log::warn!("{e}");
+        }
     }
-    Ok(messages)
+    messages
 }
 
 fn health(
@@ -234,7 +241,7 @@ pub fn once(config: &Config, dry_run: bool) -> Result<()> {
             m.push(p.status(true, &health(envoy, &[], Some(now), None)));
             let mut entities = fields.clone();
             entities.extend(archive.fields());
-            m.extend(discovery(config, envoy, &entities, Some(expire))?);
+            m.extend(discovery(config, envoy, &entities, Some(expire)));
             m
         }
         Err(e) => vec![p.status(
@@ -357,7 +364,7 @@ impl Service<'_> {
         let names: Vec<String> = entities.iter().map(|f| f.name.clone()).collect();
         if names != self.fields {
             self.fields = names;
-            messages.extend(discovery(&self.config, &self.envoy, &entities, None)?);
+            messages.extend(discovery(&self.config, &self.envoy, &entities, None));
         }
         // `ok` after every data poll: the error of an earlier poll is over.
         let next = next_tick(self.start, self.config.data_interval, Instant::now());

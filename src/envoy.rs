@@ -180,8 +180,11 @@ impl Envoy {
             }
         };
         if let Some(seen) = seen.filter(|s| Some(*s) != self.known_cert) {
-            certificate::remember(&self.state_dir, self.cfg.tls_verify, seen)?;
-            self.known_cert = Some(seen);
+            // Not remembered is no failed request: the next answer tries again.
+            match certificate::remember(&self.state_dir, self.cfg.tls_verify, seen) {
+                Ok(_) => self.known_cert = Some(seen),
+                Err(e) => log::warn!("{e}"),
+            }
         }
         let status = response.status().as_u16();
         let headers = response

@@ -54,6 +54,12 @@ fn load(
 
 fn run() -> Result<ExitCode> {
     let args = cli::parse(std::env::args_os().skip(1))?;
+    if matches!(
+        args.command,
+        Command::Check | Command::Run { dry_run: true, .. }
+    ) {
+        envoy2mqtt::state::read_only();
+    }
     let file = args.config_file.as_deref();
     match args.command {
         Command::Help => print!("{}", cli::help()),

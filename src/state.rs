@@ -5,16 +5,31 @@ use std::fs;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
+
+/// Set by `--dry-run` and `--check`: `STATE_DIR` is read where it can be, never written.
+static READ_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// From now on nothing is written or changed in `STATE_DIR` (`--dry-run`, `--check`): a
+/// trial run as another user, or beside the service, leaves its files as they are.
+pub fn read_only() {
+    READ_ONLY.store(true, Ordering::Relaxed);
+}
+
+fn is_read_only() -> bool {
+    READ_ONLY.load(Ordering::Relaxed)
+}
 
 /// The file's text, `None` if it does not exist. A file readable by others is tightened
 /// to 0600 first, with a warning, since it may hold a secret.
 pub fn read(path: &Path) -> Result<Option<String>> {
     match fs::metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if is_read_only() => return unreadable(path, &e),
         Err(e) => return Err(Error::file("read", path, &e)),
-        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 && !is_read_only() => {
             log::warn!(
                 "{} was readable by other users (mode {:o}); set it back to 0600",
                 path.display(),
@@ -25,13 +40,25 @@ pub fn read(path: &Path) -> Result<Option<String>> {
         }
         Ok(_) => {}
     }
-    fs::read_to_string(path)
-        .map(Some)
-        .map_err(|e| Error::file("read", path, &e))
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if is_read_only() => unreadable(path, &e),
+        Err(e) => Err(Error::file("read", path, &e)),
+    }
+}
+
+/// In a read-only run, a file this user may not read is as good as absent.
+fn unreadable(path: &Path, e: &std::io::Error) -> Result<Option<String>> {
+    log::info!("{} cannot be read ({e}): going without it", path.display());
+    Ok(None)
 }
 
 /// Replaces `path` with `data` atomically, mode 0600, creating the folder (0700) if needed.
 pub fn write(path: &Path, data: &[u8]) -> Result<()> {
+    if is_read_only() {
+        log::debug!("not writing {} (--dry-run or --check)", path.display());
+        return Ok(());
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     if !dir.exists() {
         fs::DirBuilder::new()

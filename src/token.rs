@@ -179,7 +179,10 @@ impl Keeper {
                 "entrez answered something that is not a token: {e}"
             ))
         })?;
-        state::write(&self.dir.join(FILE), text.as_bytes())?;
+        // Not cached is no lost token: it serves this run, and the next run asks again.
+        if let Err(e) = state::write(&self.dir.join(FILE), text.as_bytes()) {
+            log::warn!("{e}");
+        }
         log::info!(
             "new token for serial {}, valid until {}",
             self.serial,

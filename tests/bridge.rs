@@ -1802,6 +1802,101 @@ fn token_expiry_past_year_9999_is_no_panic() {
     }
 }
 
+/// Every file of a folder: name, mode, size, modification time and bytes.
+fn folder_snapshot(dir: &Path) -> Vec<(String, u32, u64, std::time::SystemTime, Vec<u8>)> {
+    let mut all: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                m.permissions().mode(),
+                m.len(),
+                m.modified().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn dry_run_and_check_write_nothing() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let dir = state.path("envoy2mqtt");
+    let env = bridge_env(&e, &broker, &state);
+    let env = with(env, &[("STATE_DIR", dir.to_str().unwrap())]);
+    // A folder as the service leaves it; one file widened, which a writing run would tighten.
+    let out = run(&pairs(&env), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cert = dir.join("envoy-cert.sha256");
+    assert!(cert.exists(), "{:?}", folder_snapshot(&dir));
+    std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = folder_snapshot(&dir);
+    for name in ["ledger.json", "discovery.json"] {
+        assert!(before.iter().any(|f| f.0 == name), "{name}: {before:?}");
+    }
+    // Another Envoy certificate: a writing run would remember it.
+    let other = envoy("7.6.175_with_cts");
+    let env = with(env, &[("ENVOY_HOST", &other.server.url())]);
+    let other_env = with(env.clone(), &[("ENVOY_TOKEN", &other.token)]);
+    let check = |out: &Output, what: &str| {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_eq!(folder_snapshot(&dir), before, "{what} changed STATE_DIR");
+    };
+    check(
+        &run(&pairs(&other_env), &["--once", "--dry-run"]),
+        "--once --dry-run",
+    );
+    check(&run(&pairs(&other_env), &["--check"]), "--check");
+    let d = Daemon::start(
+        &pairs(&with(other_env.clone(), &[("DATA_INTERVAL_SECONDS", "1")])),
+        &["--dry-run"],
+    );
+    let polls = |d: &Daemon| {
+        d.stdout()
+            .iter()
+            .filter(|l| l.contains("/data/timestamp "))
+            .count()
+    };
+    assert!(
+        d.wait_until(Duration::from_secs(10), |d| polls(d) >= 2),
+        "{}",
+        d.stderr()
+    );
+    drop(d);
+    assert_eq!(
+        folder_snapshot(&dir),
+        before,
+        "the --dry-run service changed STATE_DIR"
+    );
+
+    // As another user, who cannot even read the folder: both still work.
+    let root = text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
+    if root {
+        for args in [&["--once", "--dry-run"][..], &["--check"][..]] {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(env!("CARGO_BIN_EXE_envoy2mqtt"))
+                .args(args)
+                .env_clear()
+                .envs(pairs(&other_env));
+            let out = cmd.output().unwrap();
+            check(&out, &format!("{args:?} as nobody"));
+        }
+    }
+}
+
 #[test]
 fn qos_is_mqtt_qos_for_state_messages_even_when_not_retained() {
     let e = envoy("7.6.175_with_cts");
