@@ -33,6 +33,8 @@ pub struct Archive {
     retained: Vec<(String, Vec<u8>)>,
     /// Whether the file is behind the ledger in a way that matters (a new day, a restore).
     unsaved: bool,
+    /// Whether the broker's retained state was read (or is not needed: a file, `--dry-run`).
+    restored: bool,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -98,6 +100,7 @@ impl Archive {
             ledger,
             retained: Vec::new(),
             unsaved: false,
+            restored: false,
         };
         archive.configure(config)?;
         let read = archive.ledger.take();
@@ -132,19 +135,37 @@ impl Archive {
         Ok(())
     }
 
-    /// The retained topics a restore reads (`P/S/ledger` first, the `_00h` references
-    /// else), and the probe topic that marks the end of them.
+    /// The retained topics a restore reads (`P/S/ledger` first, then the original
+    /// envoy2mqtt's `_00h` and `_yesterday` references, and nothing else), and the probe
+    /// topic that marks the end of them.
     pub fn restore_topics(p: &Publisher) -> (Vec<String>, String) {
         let base = format!("{}/{}", p.prefix, p.serial);
-        (
-            vec![format!("{base}/ledger"), format!("{base}/data/+")],
-            format!("{base}/ledger/probe"),
-        )
+        let mut topics = vec![format!("{base}/ledger")];
+        for s in SENSORS {
+            topics.push(format!("{base}/data/{s}_whLifetime_00h"));
+            topics.push(format!("{base}/data/{s}_yesterday"));
+        }
+        (topics, format!("{base}/ledger/probe"))
+    }
+
+    /// Whether there is no ledger yet and the broker's retained state, which may hold it,
+    /// could not be read yet: nothing starts fresh meanwhile.
+    pub fn waiting(&self) -> bool {
+        self.ledger.is_none() && !self.restored
     }
 
     /// Takes the retained ledger if it is newer than the file's; keeps the rest of what
-    /// the broker had for the first poll.
-    pub fn adopt(&mut self, p: &Publisher, retained: Vec<(String, Vec<u8>)>) {
+    /// the broker had for the first poll. `None`: the broker could not be read.
+    pub fn adopt(&mut self, p: &Publisher, retained: Option<Vec<(String, Vec<u8>)>>) {
+        let Some(retained) = retained else {
+            if self.ledger.is_none() {
+                log::warn!(
+                    "ledger: the broker's retained state cannot be read yet; energy totals wait for it rather than start from zero"
+                );
+            }
+            return;
+        };
+        self.restored = true;
         let topic = Archive::restore_topics(p).0.remove(0);
         let kept = retained
             .iter()
@@ -196,6 +217,9 @@ impl Archive {
             return false;
         }
         let Some(ledger) = &mut self.ledger else {
+            if !self.restored {
+                return false;
+            }
             let started = self.first(p, at, now);
             self.unsaved |= started;
             return self.unsaved;

@@ -38,13 +38,16 @@ pub trait Output {
     fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)>;
     /// Publishes `last`, delivers everything, and ends cleanly.
     fn close(&mut self, last: &[Message]) -> Result<()>;
-    /// The retained messages of `topics`, within `wait` (see [`Session::retained`]).
+    /// The retained messages of `topics`, within `wait`; `None` while the broker's state
+    /// cannot be read (see [`Session::retained`]).
     fn retained(
         &mut self,
         topics: &[String],
         probe: &str,
         wait: Duration,
-    ) -> Vec<(String, Vec<u8>)>;
+    ) -> Option<Vec<(String, Vec<u8>)>>;
+    /// Whether messages reach their destination now.
+    fn is_connected(&self) -> bool;
 }
 
 /// Prints `topic [retained] payload` lines.
@@ -70,8 +73,12 @@ impl Output for Stdout {
         self.publish(last)
     }
 
-    fn retained(&mut self, _: &[String], _: &str, _: Duration) -> Vec<(String, Vec<u8>)> {
-        Vec::new()
+    fn retained(&mut self, _: &[String], _: &str, _: Duration) -> Option<Vec<(String, Vec<u8>)>> {
+        Some(Vec::new())
+    }
+
+    fn is_connected(&self) -> bool {
+        true
     }
 }
 
@@ -94,8 +101,12 @@ impl Output for Session {
         topics: &[String],
         probe: &str,
         wait: Duration,
-    ) -> Vec<(String, Vec<u8>)> {
+    ) -> Option<Vec<(String, Vec<u8>)>> {
         Session::retained(self, topics, probe, wait)
+    }
+
+    fn is_connected(&self) -> bool {
+        Session::is_connected(self)
     }
 }
 
@@ -114,10 +125,17 @@ fn archive(
 ) -> Result<Archive> {
     let mut archive = Archive::open(config, dry_run)?;
     if !(once && archive.has_file()) {
-        let (topics, probe) = Archive::restore_topics(p);
-        archive.adopt(p, out.retained(&topics, &probe, RESTORE_WAIT));
+        restore(&mut archive, p, out);
     }
     Ok(archive)
+}
+
+/// Reads the broker's retained ledger (and the original envoy2mqtt's references) into
+/// `archive`; until that worked once, a ledger without a file waits rather than starting
+/// fresh over what the broker keeps.
+fn restore(archive: &mut Archive, p: &Publisher, out: &mut dyn Output) {
+    let (topics, probe) = Archive::restore_topics(p);
+    archive.adopt(p, out.retained(&topics, &probe, RESTORE_WAIT));
 }
 
 /// The first tick of `period` after `now`, counted from `start`.
@@ -346,6 +364,9 @@ impl Service<'_> {
             }
         };
         let mut fields = reading::data_fields(&snap);
+        if self.archive.waiting() && self.out.is_connected() {
+            restore(&mut self.archive, &p, self.out.as_mut());
+        }
         self.archive.hold(&mut fields);
         self.last_sync = Some(now);
         if self.archive.update(&p, now, &fields) {

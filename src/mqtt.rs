@@ -200,42 +200,49 @@ impl Session {
         self.subscriptions = topics;
     }
 
-    /// The retained messages of `topics`: subscribes to them and to `probe`, then publishes
-    /// to `probe`. The broker handles a connection's packets in order, so when the probe
-    /// comes back every retained message has come before it. Waits at most `wait`; then
-    /// unsubscribes. Nothing when the broker cannot be reached.
+    /// The retained messages of `topics`: subscribes to them and to `probe` (QoS 1), then
+    /// publishes to `probe` at QoS 1. The broker handles a connection's packets in order and
+    /// queues QoS 1 deliveries in order, so the probe comes back after every retained
+    /// message (a QoS 0 probe could overtake them: mosquitto sends only 20 QoS 1 messages
+    /// at a time). `None` when the broker cannot be reached or the probe does not come back
+    /// within `wait`: the broker's state is then unknown, which is not the same as empty.
     pub fn retained(
         &mut self,
         topics: &[String],
         probe: &str,
         wait: Duration,
-    ) -> Vec<(String, Vec<u8>)> {
+    ) -> Option<Vec<(String, Vec<u8>)>> {
         let deadline = Instant::now() + wait;
         if !self.connected {
             if let Err(e) = self.connect() {
                 self.back_off(e.to_string());
-                return Vec::new();
+                return None;
             }
         }
         let all: Vec<String> = topics.iter().cloned().chain([probe.to_string()]).collect();
         for t in &all {
             let _ = self.client.try_subscribe(t.clone(), QoS::AtLeastOnce);
         }
-        self.send(&Message {
-            topic: probe.to_string(),
-            payload: "restore".into(),
-            retain: false,
-            live: false,
-        });
+        let payload = format!("restore {}", std::process::id());
+        let _ = self
+            .client
+            .try_publish(probe, QoS::AtLeastOnce, false, payload.clone());
         let mut got: Vec<(String, Vec<u8>)> = Vec::new();
-        while Instant::now() < deadline && !got.iter().any(|(t, _)| t == probe) {
+        let is_probe = |(t, p): &(String, Vec<u8>)| t == probe && *p == payload.as_bytes();
+        while self.connected && Instant::now() < deadline && !got.iter().any(is_probe) {
             got.extend(self.pump(deadline));
         }
         for t in all {
             let _ = self.client.try_unsubscribe(t);
         }
+        let complete = got.iter().any(is_probe);
         got.retain(|(t, _)| t != probe);
-        got
+        complete.then_some(got)
+    }
+
+    /// Whether the broker accepted the connection and it is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
     }
 
     /// Connects, waiting at most the connect budget for the broker's answer.
