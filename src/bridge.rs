@@ -346,6 +346,7 @@ impl Service<'_> {
     }
 
     fn poll_data(&mut self, with_raw: bool) -> Result<()> {
+        self.envoy.renew_if_due();
         let result = self.envoy.data();
         let p = self.publisher();
         let now = SystemTime::now();

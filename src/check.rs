@@ -73,7 +73,7 @@ fn envoy_report(config: &Config, out: &mut String) -> Result<()> {
                 Source::Cache => "the cache in STATE_DIR",
                 Source::Cloud => "the Enphase cloud, just now",
             };
-            let days = (t.claims.exp - token::now()) / 86_400;
+            let days = t.claims.exp.saturating_sub(token::now()) / 86_400;
             let _ = writeln!(
                 out,
                 "  token: from {from}; {} {}; expires {} (in {days} days)",

@@ -217,6 +217,30 @@ impl Envoy {
         }
     }
 
+    /// At a data poll of the service: a token within 30 days of its end is renewed now,
+    /// while it still works, rather than after the Envoy refuses it (an Enlighten outage that
+    /// day would stop the data). A failure is a warning; the current token stays.
+    pub fn renew_if_due(&mut self) {
+        let Some(token) = self.token().cloned() else {
+            return;
+        };
+        if !self.keeper.due(&token, token::now()) {
+            return;
+        }
+        log::info!(
+            "the token expires on {}: renewing it now",
+            token::date(token.claims.exp)
+        );
+        match self.keeper.renew_early() {
+            // The next request checks the new token with the Envoy.
+            Ok(new) => self.session = Some(Session::Token(new)),
+            Err(e) => log::warn!(
+                "{e}; the current token stays (valid until {})",
+                token::date(token.claims.exp)
+            ),
+        }
+    }
+
     /// Makes sure requests can be authenticated: token, then `sessionId` cookie.
     fn open_session(&mut self) -> Result<()> {
         let token = match self.session.take() {

@@ -4,6 +4,7 @@
 //! Cloud logins are rate-limited across runs (the time of the last attempt is kept in
 //! `STATE_DIR`), so neither a 401 storm nor cron every five minutes can hammer Enlighten.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -50,11 +51,19 @@ pub fn date(secs: i64) -> String {
     zone::utc(secs)[..10].to_string()
 }
 
+/// Whether a cloud login at `now` would come too soon after the one tried at `last`.
+fn too_soon(last: i64, now: i64) -> bool {
+    (0..CLOUD_BACKOFF).contains(&now.saturating_sub(last))
+}
+
 /// Obtains and keeps the token for one Envoy.
 pub struct Keeper {
     cfg: EnvoyConfig,
     dir: PathBuf,
     serial: String,
+    /// The last login this process tried: the rate limit holds in a run that writes no
+    /// file (`--dry-run`) too.
+    tried: Cell<Option<i64>>,
 }
 
 impl Keeper {
@@ -63,6 +72,7 @@ impl Keeper {
             cfg: cfg.clone(),
             dir: state_dir.to_path_buf(),
             serial: serial.to_string(),
+            tried: Cell::new(None),
         }
     }
 
@@ -83,7 +93,7 @@ impl Keeper {
                     self.serial
                 )));
             }
-            if claims.exp - now < RENEW_BEFORE {
+            if claims.exp.saturating_sub(now) < RENEW_BEFORE {
                 log::warn!(
                     "ENVOY_TOKEN expires on {}: paste a new one before then",
                     date(claims.exp)
@@ -97,7 +107,7 @@ impl Keeper {
         }
         let cached = self.cached();
         match cached {
-            Some(t) if t.claims.exp - now >= RENEW_BEFORE => Ok(t),
+            Some(t) if t.claims.exp.saturating_sub(now) >= RENEW_BEFORE => Ok(t),
             Some(t) if t.claims.exp > now => match self.cloud_token() {
                 Ok(new) => Ok(new),
                 Err(e) => {
@@ -121,6 +131,30 @@ impl Keeper {
             ))),
             _ => self.cloud_token(),
         }
+    }
+
+    /// Whether `token`, in use by a running service, should be renewed now: it comes from
+    /// the cache or the cloud (not `ENVOY_TOKEN`), it is within 30 days of its end, there
+    /// is an account to log in with, and the cloud's rate limit allows a login.
+    pub fn due(&self, token: &Token, now: i64) -> bool {
+        token.source != Source::Setting
+            && self.cfg.username.is_some()
+            && token.claims.exp.saturating_sub(now) < RENEW_BEFORE
+            && self.last_login().is_none_or(|last| !too_soon(last, now))
+    }
+
+    /// A new token from the cloud before `token` ends.
+    pub fn renew_early(&self) -> Result<Token> {
+        self.cloud_token()
+    }
+
+    /// When the last cloud login was tried, by this process or, per `STATE_DIR`, another.
+    fn last_login(&self) -> Option<i64> {
+        let file = state::read(&self.dir.join(ATTEMPT_FILE))
+            .ok()
+            .flatten()
+            .and_then(|t| t.trim().parse::<i64>().ok());
+        file.max(self.tried.get())
     }
 
     fn cached(&self) -> Option<Token> {
@@ -157,17 +191,14 @@ impl Keeper {
         };
         let attempt = self.dir.join(ATTEMPT_FILE);
         let now = now();
-        let last = state::read(&attempt)
-            .ok()
-            .flatten()
-            .and_then(|t| t.trim().parse::<i64>().ok());
-        if let Some(last) = last.filter(|l| (0..CLOUD_BACKOFF).contains(&(now - l))) {
+        if let Some(last) = self.last_login().filter(|&l| too_soon(l, now)) {
             return Err(Error::Token(format!(
                 "no valid token, and Enlighten was asked less than {} minutes ago: the next login is allowed at {} (set ENVOY_TOKEN to do without the cloud)",
                 CLOUD_BACKOFF / 60,
                 zone::utc(last.saturating_add(CLOUD_BACKOFF))
             )));
         }
+        self.tried.set(Some(now));
         state::write(&attempt, format!("{now}\n").as_bytes())?;
         log::info!(
             "asking the Enphase cloud for a token for serial {} as {user}",
@@ -193,5 +224,96 @@ impl Keeper {
             claims,
             source: Source::Cloud,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsVerify;
+
+    fn keeper(dir: &Path, username: Option<&str>) -> Keeper {
+        let cfg = EnvoyConfig {
+            url: "https://127.0.0.1".into(),
+            serial: None,
+            token: None,
+            username: username.map(str::to_string),
+            password: username.map(|_| Secret::new("pw")),
+            tls_verify: TlsVerify::Warn,
+            cert_sha256: None,
+            login_url: String::new(),
+            token_url: String::new(),
+            cloud_ca: None,
+        };
+        Keeper::new(&cfg, dir, "1")
+    }
+
+    fn token(source: Source, exp: i64) -> Token {
+        Token {
+            jwt: Secret::new("x"),
+            claims: Claims {
+                exp,
+                enphase_user: String::new(),
+                username: String::new(),
+            },
+            source,
+        }
+    }
+
+    #[test]
+    fn renewal_while_running_is_due_within_30_days_when_the_cloud_allows() {
+        let dir = std::env::temp_dir().join(format!("envoy2mqtt-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let now = 1_800_000_000;
+        let day = 86_400;
+        let with_account = keeper(&dir, Some("owner@example.com"));
+        let cases = [
+            (
+                "cached, 20 days left",
+                &with_account,
+                token(Source::Cache, now + 20 * day),
+                true,
+            ),
+            (
+                "from the cloud, 29 days left",
+                &with_account,
+                token(Source::Cloud, now + 29 * day),
+                true,
+            ),
+            (
+                "cached, 40 days left",
+                &with_account,
+                token(Source::Cache, now + 40 * day),
+                false,
+            ),
+            (
+                "ENVOY_TOKEN: never renewed",
+                &with_account,
+                token(Source::Setting, now + day),
+                false,
+            ),
+            (
+                "exp past 9999",
+                &with_account,
+                token(Source::Cache, i64::MAX),
+                false,
+            ),
+        ];
+        for (what, k, t, want) in cases {
+            assert_eq!(k.due(&t, now), want, "{what}");
+        }
+        let t = token(Source::Cache, now + 20 * day);
+        assert!(!keeper(&dir, None).due(&t, now), "no account");
+        state::write(
+            &dir.join(ATTEMPT_FILE),
+            format!("{}\n", now - 60).as_bytes(),
+        )
+        .unwrap();
+        assert!(!with_account.due(&t, now), "a login a minute ago");
+        assert!(
+            with_account.due(&t, now + CLOUD_BACKOFF),
+            "ten minutes later"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

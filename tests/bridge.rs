@@ -531,10 +531,15 @@ fn token_lifecycle() {
     let ca = ca.to_str().unwrap();
     let c = &e.server.control;
 
-    // No token yet: one login and one token request, the token cached with mode 0600.
+    // No token yet: one login and one token request, the token cached with mode 0600
+    // (by a real run: --dry-run writes nothing).
+    let broker = Mosquitto::start("allow_anonymous true");
     let state = Tmp::new("state");
-    let env = cloud_env(&e, &state, &cloud, ca);
-    let out = run(&pairs(&env), &["--once", "--dry-run"]);
+    let env = with(
+        cloud_env(&e, &state, &cloud, ca),
+        &[("MQTT_HOST", "127.0.0.1"), ("MQTT_PORT", &broker.port())],
+    );
+    let out = run(&pairs(&env), &["--once"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!((c.count("POST /login"), c.count("POST /tokens")), (1, 1));
     let cached = std::fs::read_to_string(state.path("token")).unwrap();
@@ -548,7 +553,7 @@ fn token_lifecycle() {
     );
 
     // A cached valid token: zero cloud requests.
-    let out = run(&pairs(&env), &["--once", "--dry-run"]);
+    let out = run(&pairs(&env), &["--once"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!((c.count("POST /login"), c.count("POST /tokens")), (1, 1));
 
@@ -556,11 +561,68 @@ fn token_lifecycle() {
     let near = c.issue_token(20 * 86_400, "owner@example.com");
     std::fs::write(state.path("token"), &near).unwrap();
     std::fs::remove_file(state.path("cloud-login")).unwrap();
-    let out = run(&pairs(&env), &["--once", "--dry-run"]);
+    let out = run(&pairs(&env), &["--once"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!((c.count("POST /login"), c.count("POST /tokens")), (2, 2));
     let renewed = std::fs::read_to_string(state.path("token")).unwrap();
     assert!(renewed != near && renewed != cached);
+}
+
+#[test]
+fn a_running_service_renews_a_token_20_days_from_its_end_at_the_next_data_poll() {
+    let (e, cloud, ca, _certs) = envoy_and_cloud("7.6.175_with_cts", false);
+    let c = e.server.control.clone();
+    let state = Tmp::new("state");
+    // The cached token ends in 20 days; Enlighten was asked 598 s ago, so the service
+    // starts with the old token (the cloud's rate limit) and must renew it while running.
+    let near = c.issue_token(20 * 86_400, "owner@example.com");
+    std::fs::write(state.path("token"), &near).unwrap();
+    std::fs::set_permissions(state.path("token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(state.path("cloud-login"), format!("{}\n", now - 598)).unwrap();
+    let env = with(
+        cloud_env(&e, &state, &cloud, ca.to_str().unwrap()),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "1"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&env), &["--dry-run"]);
+    let polls = |d: &Daemon| {
+        d.stdout()
+            .iter()
+            .filter(|l| l.contains("/data/timestamp "))
+            .count()
+    };
+    assert!(
+        d.wait_until(Duration::from_secs(10), |d| polls(d) >= 1),
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(
+        c.count("POST /tokens"),
+        0,
+        "rate-limited at start: {}",
+        d.stderr()
+    );
+    let renewed = d.wait_until(Duration::from_secs(20), |_| c.count("POST /tokens") == 1);
+    assert!(renewed, "{}", d.stderr());
+    // The new token is used: a check_jwt with it, and data goes on.
+    let after = polls(&d);
+    assert!(
+        d.wait_until(Duration::from_secs(10), |d| polls(d) >= after + 2),
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(c.count("GET /auth/check_jwt"), 2, "one session per token");
+    assert_eq!(c.count("POST /login"), 1);
+    let log = d.stderr();
+    assert!(log.contains("renewing it now"), "{log}");
+    assert!(!log.contains("401"), "no 401 seen: {log}");
 }
 
 #[test]
@@ -688,17 +750,24 @@ fn certificate_change_warns_or_is_refused() {
     let second = envoy_with(&fixture, Control::new(&serial)); // a new key and certificate
     let state = Tmp::new("state");
     let st = state.0.to_str().unwrap();
-    let once = |e: &Envoy, mode: &str| {
+    // Real runs remember certificates (--dry-run only reads the remembered one).
+    let broker = Mosquitto::start("allow_anonymous true");
+    let port = broker.port();
+    let run_with = |e: &Envoy, mode: &str, args: &[&str]| {
         run(
             &[
                 ("ENVOY_HOST", &e.server.url()),
                 ("ENVOY_TOKEN", &e.token),
                 ("STATE_DIR", st),
                 ("ENVOY_TLS_VERIFY", mode),
+                ("MQTT_HOST", "127.0.0.1"),
+                ("MQTT_PORT", &port),
+                ("HA_DISCOVERY", "false"),
             ],
-            &["--once", "--dry-run"],
+            args,
         )
     };
+    let once = |e: &Envoy, mode: &str| run_with(e, mode, &["--once"]);
     let fp = || {
         std::fs::read_to_string(state.path("envoy-cert.sha256"))
             .unwrap()
@@ -719,7 +788,7 @@ fn certificate_change_warns_or_is_refused() {
     assert_ne!(fp_first, fp_second);
 
     // pin: the remembered certificate is the second one; the first is refused, with the fix.
-    let out = once(&first, "pin");
+    let out = run_with(&first, "pin", &["--once", "--dry-run"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -1355,11 +1424,11 @@ fn service_publishes_raw_unretained_data_retained_and_availability() {
             "raw {field}"
         );
     }
-    assert!(
-        seen.iter()
-            .any(|m| m.topic == "envoy/122238082763/data/prod_eim_voltage_l3"
-                && m.payload == "11.469")
-    );
+    // Only L1 of the three-phase meter is wired (L2, L3 read 6 and 11 V): L1 only.
+    assert!(seen.iter().any(
+        |m| m.topic == "envoy/122238082763/data/prod_eim_voltage_l1" && m.payload == "235.236"
+    ));
+    assert!(!seen.iter().any(|m| m.topic.ends_with("_l3")));
     let config = sub
         .last("homeassistant/sensor/envoy2mqtt_122238082763/prod_eim_wNow/config")
         .unwrap()
