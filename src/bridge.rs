@@ -6,7 +6,9 @@
 //! also feed the raw topics, so the Envoy sees one readings request per tick. Between
 //! deadlines the loop pumps the MQTT connection (or sleeps, with `--dry-run`).
 
+use std::cell::RefCell;
 use std::io::Write;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -48,6 +50,10 @@ pub trait Output {
     ) -> Option<Vec<(String, Vec<u8>)>>;
     /// Whether messages reach their destination now.
     fn is_connected(&self) -> bool;
+    /// What keeps the destination's session alive during a long poll, if it needs that.
+    fn tender(&self) -> Option<Box<dyn FnMut()>> {
+        None
+    }
 }
 
 /// Prints `topic [retained] payload` lines.
@@ -82,18 +88,28 @@ impl Output for Stdout {
     }
 }
 
-impl Output for Session {
+/// The broker session, shared with the Envoy client's hook that tends it between the
+/// requests of a long poll (one thread: the loop never holds it across a poll).
+pub struct Broker(Rc<RefCell<Session>>);
+
+impl Broker {
+    fn new(session: Session) -> Broker {
+        Broker(Rc::new(RefCell::new(session)))
+    }
+}
+
+impl Output for Broker {
     fn publish(&mut self, messages: &[Message]) -> Result<()> {
-        Session::publish(self, messages);
+        self.0.borrow_mut().publish(messages);
         Ok(())
     }
 
     fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)> {
-        self.pump(until)
+        self.0.borrow_mut().pump(until)
     }
 
     fn close(&mut self, last: &[Message]) -> Result<()> {
-        Session::close(self, last)
+        self.0.borrow_mut().close(last)
     }
 
     fn retained(
@@ -102,11 +118,16 @@ impl Output for Session {
         probe: &str,
         wait: Duration,
     ) -> Option<Vec<(String, Vec<u8>)>> {
-        Session::retained(self, topics, probe, wait)
+        self.0.borrow_mut().retained(topics, probe, wait)
     }
 
     fn is_connected(&self) -> bool {
-        Session::is_connected(self)
+        self.0.borrow().is_connected()
+    }
+
+    fn tender(&self) -> Option<Box<dyn FnMut()>> {
+        let session = self.0.clone();
+        Some(Box::new(move || session.borrow_mut().tend()))
     }
 }
 
@@ -241,7 +262,7 @@ pub fn once(config: &Config, dry_run: bool) -> Result<()> {
         let mut session =
             Session::new(&config.mqtt, &client_id(config, &serial), None, Vec::new())?;
         session.connect()?;
-        Box::new(session)
+        Box::new(Broker::new(session))
     };
     let p = publisher(config, &serial);
     let messages = match &polled {
@@ -333,7 +354,7 @@ fn output(config: &Config, serial: &str, dry_run: bool) -> Result<Box<dyn Output
         &config.mqtt.prefix,
         config.ha_discovery.then_some(config.ha_prefix.as_str()),
     ));
-    Ok(Box::new(session))
+    Ok(Box::new(Broker::new(session)))
 }
 
 impl Service<'_> {
@@ -520,6 +541,12 @@ impl Service<'_> {
 
     /// Reads the configuration again; reconnects what changed.
     fn reload(&mut self) {
+        self.apply_reload();
+        // The Envoy client, or the broker session, may be new.
+        self.envoy.set_tend(self.out.tender());
+    }
+
+    fn apply_reload(&mut self) {
         let new = match (self.reload)() {
             Ok(c) => c,
             Err(e) => {
@@ -594,10 +621,11 @@ fn connect_with_backoff(config: &Config, signals: &Signals) -> Option<Envoy> {
 /// `P/command/reload` call `reload` and apply the new configuration.
 pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -> Result<()> {
     let signals = Signals::register()?;
-    let Some(envoy) = connect_with_backoff(&config, &signals) else {
+    let Some(mut envoy) = connect_with_backoff(&config, &signals) else {
         return Ok(());
     };
     let mut out = output(&config, &envoy.serial, dry_run)?;
+    envoy.set_tend(out.tender());
     let archive = archive(
         &config,
         &publisher(&config, &envoy.serial),

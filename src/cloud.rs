@@ -13,6 +13,10 @@ use crate::config::{EnvoyConfig, Secret};
 use crate::error::{Error, Result};
 use crate::json;
 
+/// One cloud request, from the name lookup to the last byte: a login (two requests) stalls
+/// the loop at most 20 s (see [`crate::mqtt::KEEP_ALIVE`]).
+const REQUEST_BUDGET: Duration = Duration::from_secs(10);
+
 /// A client for the two cloud endpoints.
 pub struct Cloud {
     agent: ureq::Agent,
@@ -51,10 +55,7 @@ impl Cloud {
             .http_status_as_error(false)
             .max_redirects(0)
             .https_only(true)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_send_request(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(30)))
-            .timeout_recv_body(Some(Duration::from_secs(30)))
+            .timeout_global(Some(REQUEST_BUDGET))
             .user_agent(concat!("envoy2mqtt/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();

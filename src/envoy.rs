@@ -22,6 +22,10 @@ use crate::token::{self, Keeper, Token};
 const METERS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// The largest answer read from the Envoy.
 const MAX_BODY: u64 = 4 * 1024 * 1024;
+/// One request, from the name lookup to the last byte of the answer. With the cloud's two
+/// requests of [`crate::cloud`]'s budget in between, the loop never goes more than 30 s
+/// between two tends of the broker session (see [`crate::mqtt::KEEP_ALIVE`]).
+pub const REQUEST_BUDGET: Duration = Duration::from_secs(10);
 
 /// One answer, as received.
 pub struct Reply {
@@ -59,6 +63,9 @@ pub struct Envoy {
     told_unmetered: bool,
     told_source: Option<Source>,
     told_unwired: bool,
+    /// Called before every request: the service's broker session is tended through a long
+    /// poll (see [`crate::mqtt::Session::tend`]).
+    tend: Option<Box<dyn FnMut()>>,
 }
 
 fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
@@ -89,10 +96,8 @@ impl Envoy {
             .max_idle_connections(1)
             .max_idle_connections_per_host(1)
             .max_idle_age(Duration::from_secs(120))
+            .timeout_global(Some(REQUEST_BUDGET))
             .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_send_request(Some(Duration::from_secs(5)))
-            .timeout_recv_response(Some(Duration::from_secs(10)))
-            .timeout_recv_body(Some(Duration::from_secs(10)))
             .user_agent(concat!("envoy2mqtt/", env!("CARGO_PKG_VERSION")))
             .build();
         use ureq::unversioned::resolver::DefaultResolver;
@@ -124,6 +129,7 @@ impl Envoy {
             told_unmetered: false,
             told_source: None,
             told_unwired: false,
+            tend: None,
         };
         let reply = envoy.request("/info", None)?;
         if reply.status != 200 {
@@ -155,8 +161,17 @@ impl Envoy {
         Ok(envoy)
     }
 
-    /// One request with the given `Authorization` / `Cookie` header, no retry.
+    /// What to call before every request (the service tends its broker session with it).
+    pub fn set_tend(&mut self, tend: Option<Box<dyn FnMut()>>) {
+        self.tend = tend;
+    }
+
+    /// One request with the given `Authorization` / `Cookie` header, no retry, within
+    /// [`REQUEST_BUDGET`] from name lookup to the last byte.
     pub fn request(&mut self, path: &str, auth: Option<(&str, String)>) -> Result<Reply> {
+        if let Some(tend) = self.tend.as_mut() {
+            tend();
+        }
         let url = format!("{}{path}", self.url);
         let mut req = self.agent.get(&url).header("Accept", "application/json");
         if let Some((name, value)) = auth {
@@ -510,10 +525,14 @@ impl Envoy {
         Ok(snap)
     }
 
-    /// The fast poll: one readings request (none on an Envoy without CTs).
+    /// The fast poll: one readings request (none on an Envoy without CTs). A token that
+    /// must come from the cloud waits for the next data poll: a raw tick stays short.
     pub fn raw(&mut self) -> Result<Snapshot> {
-        let meters = self.meters()?;
-        let readings = self.readings(&meters)?;
+        self.keeper.cloud_allowed = false;
+        let meters = self.meters();
+        let readings = meters.and_then(|m| Ok((self.readings(&m)?, m)));
+        self.keeper.cloud_allowed = true;
+        let (readings, meters) = readings?;
         let snap = reading::snapshot(&meters, &readings, None);
         self.note_unknown(&snap);
         Ok(snap)

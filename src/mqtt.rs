@@ -27,6 +27,12 @@ use crate::message::Message;
 const CONNECT_BUDGET: Duration = Duration::from_secs(10);
 /// The longest pause between reconnection attempts.
 const MAX_RETRY: Duration = Duration::from_secs(60);
+/// The keep-alive: the broker drops a client it has heard nothing from in 1.5 times this.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Between the requests of a long poll, a ping goes out after this long without a packet,
+/// so that a silence seen by the broker stays under 1.5 × [`KEEP_ALIVE`] = 45 s even with
+/// the longest stall of the loop (30 s: see `envoy`'s time budgets) after it.
+const QUIET: Duration = Duration::from_secs(10);
 
 /// A connection to the broker.
 pub struct Session {
@@ -46,6 +52,8 @@ pub struct Session {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
+    /// When the last packet was written.
+    last_out: Instant,
 }
 
 fn pem_error(name: &str, path: &std::path::Path, e: impl std::fmt::Display) -> Error {
@@ -144,7 +152,7 @@ impl Session {
     ) -> Result<Session> {
         let mut options = MqttOptions::new(client_id, &cfg.host, cfg.port);
         options
-            .set_keep_alive(Duration::from_secs(30))
+            .set_keep_alive(KEEP_ALIVE)
             .set_clean_session(true)
             // Discovery payloads are larger than the 10 KiB default.
             .set_max_packet_size(256 * 1024, 256 * 1024);
@@ -187,6 +195,7 @@ impl Session {
             failures: 0,
             retry_at: None,
             last_error: String::new(),
+            last_out: Instant::now(),
         })
     }
 
@@ -294,6 +303,9 @@ impl Session {
     }
 
     fn handle(&mut self, event: Event) {
+        if matches!(event, Event::Outgoing(_)) {
+            self.last_out = Instant::now();
+        }
         match event {
             Event::Incoming(Incoming::ConnAck(ack)) if ack.code == ConnectReturnCode::Success => {
                 if self.failures > 0 {
@@ -414,20 +426,46 @@ impl Session {
             let awaited = self.inflight;
             self.poll_once(left.min(Duration::from_millis(200)));
             if self.queued == 0 && 0 < self.inflight && self.inflight < awaited {
-                self.nudge();
+                self.ping();
             }
         }
         self.connected
     }
 
-    /// With everything written and acknowledgements still awaited, a PINGREQ, so that the
-    /// broker gets our TCP ACK now. mosquitto leaves Nagle's algorithm on by default and
-    /// holds the next PUBACKs until the previous one is ACKed, which our kernel, having
-    /// nothing to send, would delay by 40 ms (measured: `--once` 51 ms without, 12 with).
-    fn nudge(&mut self) {
+    /// Queues a PINGREQ unless one is outstanding or something else waits to go out
+    /// (rumqttc has no call for it: its event loop's public queue takes it). Used to keep
+    /// the session alive during long polls, and, with everything written and
+    /// acknowledgements still awaited, so that the broker gets our TCP ACK now: mosquitto
+    /// leaves Nagle's algorithm on by default and holds the next PUBACKs until the previous
+    /// one is ACKed, which our kernel, having nothing to send, would delay by 40 ms
+    /// (measured: `--once` 51 ms without, 12 with).
+    fn ping(&mut self) {
         let eventloop = &mut self.connection.eventloop;
         if !eventloop.state.await_pingresp && eventloop.pending.is_empty() {
             eventloop.pending.push_back(Request::PingReq(PingReq));
+        }
+    }
+
+    /// Between the requests of a long poll: writes what is queued, handles what has come
+    /// (commands are kept for the loop), and pings when nothing went out for 10 s, so the
+    /// broker never takes a busy bridge for a dead one. Never waits for the network.
+    pub fn tend(&mut self) {
+        if !self.connected {
+            return;
+        }
+        if self.last_out.elapsed() >= QUIET {
+            self.ping();
+        }
+        // Bounded: at most this many ready events now; the rest at the next call.
+        for _ in 0..64 {
+            match self.connection.recv_timeout(Duration::from_millis(1)) {
+                Ok(Ok(event)) => self.handle(event),
+                Ok(Err(e)) => {
+                    self.back_off(explain(&self.server, &e).to_string());
+                    return;
+                }
+                Err(_) => return,
+            }
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Keeper {
     /// The last login this process tried: the rate limit holds in a run that writes no
     /// file (`--dry-run`) too.
     tried: Cell<Option<i64>>,
+    /// Whether the cloud may be asked now: not during a raw tick, which must stay short.
+    pub cloud_allowed: bool,
 }
 
 impl Keeper {
@@ -73,6 +75,7 @@ impl Keeper {
             dir: state_dir.to_path_buf(),
             serial: serial.to_string(),
             tried: Cell::new(None),
+            cloud_allowed: true,
         }
     }
 
@@ -189,6 +192,11 @@ impl Keeper {
                 self.serial
             )));
         };
+        if !self.cloud_allowed {
+            return Err(Error::Token(
+                "a new token is needed: it is asked for at the next data poll".into(),
+            ));
+        }
         let attempt = self.dir.join(ATTEMPT_FILE);
         let now = now();
         if let Some(last) = self.last_login().filter(|&l| too_soon(l, now)) {

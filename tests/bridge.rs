@@ -3146,6 +3146,62 @@ fn status_goes_ok_error_ok_across_an_envoy_outage() {
 }
 
 #[test]
+fn a_slow_envoy_never_makes_the_availability_lie() {
+    // Every answer takes 9 s for 2 minutes: a data poll then takes 18 s or more, and ticks
+    // are due back to back. The broker drops a client it hears nothing from for 45 s (1.5 ×
+    // the 30 s keep-alive); the bridge must keep its session alive through it all.
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let sub = Subscriber::start(&broker, &[]);
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("DATA_INTERVAL_SECONDS", "20"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&env), &[]);
+    let availability = "envoy/122238082763/status";
+    let raw = |s: &[Seen]| {
+        s.iter()
+            .filter(|m| m.topic.ends_with("/raw/timestamp"))
+            .count()
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| raw(s) >= 2),
+        "{}",
+        d.stderr()
+    );
+    c.lock().faults.delay = Duration::from_secs(9);
+    // The fault's length: 2 minutes of slow answers, as the Envoy's nightly busy spell.
+    std::thread::sleep(Duration::from_secs(120));
+    let during = raw(&sub.seen());
+    c.lock().faults.delay = Duration::ZERO;
+    assert!(
+        sub.wait_until(Duration::from_secs(20), |s| raw(s) >= during + 3),
+        "data resumes: {}",
+        d.stderr()
+    );
+    let seen = sub.seen();
+    assert!(
+        seen.iter()
+            .any(|m| m.topic == availability && m.payload == "online")
+    );
+    let offline = seen
+        .iter()
+        .filter(|m| m.topic == availability && m.payload == "offline")
+        .count();
+    assert_eq!(offline, 0, "the last will fired: {}", d.stderr());
+    assert!(
+        !d.stderr().contains("is back"),
+        "no reconnect: {}",
+        d.stderr()
+    );
+}
+
+#[test]
 fn zero_and_backwards_counters_never_make_a_day_negative_or_count_twice() {
     let e = envoy("7.6.175_with_cts");
     let c = e.server.control.clone();
