@@ -45,6 +45,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("help") | Short('h') => other = Some(Command::Help),
             Long(name) => {
                 let name = name.to_string();
+                // An unknown option is said first, before it can take the next one as its value.
+                if !config::SETTINGS
+                    .iter()
+                    .any(|s| config::flag_name(s) == name)
+                {
+                    return Err(Error::Usage(format!("unknown option --{name}")));
+                }
                 let value = parser
                     .value()
                     .map_err(|_| Error::Usage(format!("--{name} needs a value")))?
@@ -52,6 +59,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
                     .map_err(|_| {
                         Error::Usage(format!("the value of --{name} is not valid UTF-8"))
                     })?;
+                if value.starts_with("--") {
+                    return Err(Error::Usage(format!(
+                        "--{name} needs a value, not the option {value}"
+                    )));
+                }
                 flags.flag(&name, value)?;
             }
             _ => return Err(arg.unexpected().into()),
@@ -178,6 +190,23 @@ mod tests {
             let e = args(list).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{list:?}: {e}");
             assert!(!e.to_string().contains("secret"));
+        }
+    }
+
+    #[test]
+    fn unknown_options_are_named_first() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--bogus"], "unknown option --bogus"),
+            (&["--dryrun", "--once"], "unknown option --dryrun"),
+            (&["--once", "--dryrun"], "unknown option --dryrun"),
+            (
+                &["--mqtt-host", "--once"],
+                "--mqtt-host needs a value, not the option --once",
+            ),
+        ];
+        for (list, want) in cases {
+            let e = args(list).unwrap_err().to_string();
+            assert!(e.contains(want), "{list:?}: {e}");
         }
     }
 

@@ -317,7 +317,8 @@ impl Sources {
         Ok(())
     }
 
-    /// Takes every known setting from the environment, through `lookup`.
+    /// Takes every known setting from the environment, through `lookup`. Values are
+    /// trimmed, as in the file: a stray space never becomes part of a host or a password.
     pub fn environment(&mut self, lookup: impl Fn(&str) -> Option<String>) {
         for (name, setting) in SETTINGS.iter().map(|s| (s.name, s)).chain(
             ALIASES
@@ -325,7 +326,7 @@ impl Sources {
                 .map(|(a, r)| (*a, setting(r).expect("alias"))),
         ) {
             if let Some(value) = lookup(name) {
-                self.offer(setting, value, Origin::Env);
+                self.offer(setting, value.trim().to_string(), Origin::Env);
             }
         }
     }
@@ -334,6 +335,8 @@ impl Sources {
     /// Unknown keys that look like ours are errors (a typo would silently be ignored);
     /// other keys (`RUST_BACKTRACE`, ...) are left to whoever else reads the file.
     pub fn file(&mut self, path: &str, text: &str) -> Result<()> {
+        // Some editors start a UTF-8 file with a byte-order mark: not part of the first key.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
@@ -357,14 +360,24 @@ impl Sources {
                         Origin::File(path.to_string(), index + 1),
                     );
                 }
-                None if is_ours(key) => {
+                None if setting(&key.to_ascii_uppercase()).is_some() => {
+                    return Err(Error::config(
+                        key,
+                        format!("in {path} line {} is in lower case", index + 1),
+                        format!(
+                            "write it {} (setting names are upper case)",
+                            key.to_ascii_uppercase()
+                        ),
+                    ));
+                }
+                None if is_ours(&key.to_ascii_uppercase()) => {
                     return Err(Error::config(
                         key,
                         format!(
                             "in {path} line {} is not a setting of envoy2mqtt",
                             index + 1
                         ),
-                        match closest(key) {
+                        match closest(&key.to_ascii_uppercase()) {
                             Some(near) => {
                                 format!("did you mean {near}? (envoy2mqtt --help lists them)")
                             }
@@ -573,6 +586,17 @@ impl Sources {
             false,
         )?
         .expect("zero refused");
+        if raw_interval.is_some_and(|raw| data_interval < raw) {
+            return Err(Error::config(
+                "DATA_INTERVAL_SECONDS",
+                format!(
+                    "({}) is shorter than RAW_DATA_INTERVAL_SECONDS ({})",
+                    humantime::format_duration(data_interval),
+                    humantime::format_duration(raw_interval.unwrap_or_default())
+                ),
+                "make the data poll the slower one (60 s and 1 s by default), or set RAW_DATA_INTERVAL_SECONDS=0",
+            ));
+        }
 
         let offpeak = match self.get("OFFPEAK_HOURS") {
             None => Vec::new(),
@@ -770,36 +794,112 @@ fn parse_bool(name: &str, value: &str) -> Result<bool> {
     }
 }
 
+/// `MQTT_HOST`: a host name, an IPv4 address or an IPv6 address (bare or in brackets);
+/// never a port (that is `MQTT_PORT`), a scheme or a path.
 fn host(name: &str, value: &str) -> Result<String> {
-    if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == '/') {
+    let v6 = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    if v6.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(v6.to_string());
+    }
+    if let Some((host, port)) = value.rsplit_once(':') {
+        if is_host_name(host) && !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) {
+            return Err(Error::config(
+                name,
+                format!("'{value}' has a port in it"),
+                format!("set {name}={host} and MQTT_PORT={port}"),
+            ));
+        }
+    }
+    if !is_host_name(value) {
         return Err(Error::config(
             name,
             format!("'{value}' is not a host name or address"),
-            "give a host name or IP address, without scheme or path",
+            "give a host name or IP address, without scheme, port or path (192.168.1.10, broker.lan)",
         ));
     }
     Ok(value.to_string())
 }
 
+/// Letters, digits, `-`, `_` and `.`: a DNS name or an IPv4 address, at most 253 bytes.
+fn is_host_name(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 253
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `ENVOY_HOST`: a host, an address or an `http(s)://host[:port]` URL, taken apart at start
+/// so that a mistake is a configuration error rather than a failed request an hour later.
 fn envoy_url(value: &str) -> Result<String> {
+    let bad = |problem: String, fix: &str| Err(Error::config("ENVOY_HOST", problem, fix));
     let trimmed = value.trim_end_matches('/');
     let (scheme, rest) = match trimmed.split_once("://") {
         Some((s @ ("http" | "https"), rest)) => (s, rest),
         Some((other, _)) => {
-            return Err(Error::config(
-                "ENVOY_HOST",
+            return bad(
                 format!("has the scheme '{other}://'"),
                 "use https:// (firmware 7 and later) or http:// (older firmware), or give just the host",
-            ));
+            );
         }
         None => ("https", trimmed),
     };
-    if rest.is_empty() || rest.contains(|c: char| c.is_whitespace() || c == '/' || c == '?') {
-        return Err(Error::config(
-            "ENVOY_HOST",
+    if rest.contains('@') {
+        // Never repeat the value: it holds a password.
+        return bad(
+            "has a user name or password in it".into(),
+            "give only the host: the Envoy takes a token (ENVOY_TOKEN, or ENPHASE_USERNAME and ENPHASE_PASSWORD)",
+        );
+    }
+    if rest.contains(|c: char| c.is_whitespace() || c == '/' || c == '?') {
+        return bad(
             format!("'{value}' is not a host, address or https://host URL"),
-            "give the Envoy's host name or IP address, such as envoy.local or 192.168.1.20",
-        ));
+            "give the Envoy's host name or IP address, such as 192.168.1.20",
+        );
+    }
+    if rest.parse::<std::net::Ipv6Addr>().is_ok() {
+        return bad(
+            format!("'{value}' is an IPv6 address without brackets"),
+            &format!("write it in brackets: ENVOY_HOST=[{rest}]"),
+        );
+    }
+    // The port part, `:8443` or empty, after the host or the bracketed IPv6 address.
+    let port = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, tail)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => tail,
+            _ => {
+                return bad(
+                    format!("'{value}' is not an IPv6 address in brackets"),
+                    "write an IPv6 address as [fd00::20]",
+                );
+            }
+        },
+        None => {
+            let (host, port) = rest.split_at(rest.find(':').unwrap_or(rest.len()));
+            if !is_host_name(host) {
+                return bad(
+                    format!("'{value}' is not a host name or address"),
+                    "give the Envoy's host name or IP address, such as 192.168.1.20",
+                );
+            }
+            port
+        }
+    };
+    if let Some(p) = port.strip_prefix(':') {
+        if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+            return bad(
+                format!("has the port '{p}'"),
+                "give a port from 1 to 65535, or none (443 for https://, 80 for http://)",
+            );
+        }
+    } else if !port.is_empty() {
+        return bad(
+            format!("'{value}' is not a host, address or https://host URL"),
+            "give the Envoy's host name or IP address, such as 192.168.1.20",
+        );
     }
     Ok(format!("{scheme}://{rest}"))
 }
@@ -815,19 +915,39 @@ fn https_url(name: &str, value: &str) -> Result<String> {
     }
 }
 
+/// The longest topic prefix: topics are built under it, and brokers and Home Assistant
+/// handle long topics poorly.
+const MAX_PREFIX: usize = 64;
+
+/// `MQTT_TOPIC_PREFIX`, `HA_DISCOVERY_PREFIX`: one or more topic levels that can start a
+/// topic: no wildcards, no empty level, no `$` (the broker's own topics), at most 64 bytes.
 fn topic_level(name: &str, value: &str) -> Result<String> {
-    if value.is_empty()
-        || value.starts_with('/')
-        || value.ends_with('/')
-        || value.contains(['+', '#', '\0'])
-    {
-        return Err(Error::config(
+    let problem = if value.is_empty() {
+        Some("is empty".to_string())
+    } else if value.len() > MAX_PREFIX {
+        Some(format!("is {} bytes long", value.len()))
+    } else if value.contains(['+', '#']) {
+        Some(format!("'{value}' has an MQTT wildcard (+ or #) in it"))
+    } else if value.split('/').any(str::is_empty) {
+        Some(format!(
+            "'{value}' has an empty topic level (a leading, trailing or double /)"
+        ))
+    } else if value.starts_with('$') || value.contains(|c: char| c.is_control()) {
+        Some(format!(
+            "'{}' cannot start MQTT topics",
+            value.escape_debug()
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(Error::config(
             name,
-            format!("'{value}' cannot start MQTT topics"),
-            "use letters, digits, - or _, with no +, # or leading or trailing /",
-        ));
+            problem,
+            "use letters, digits, - or _ (levels separated by /), at most 64 characters, such as envoy",
+        )),
+        None => Ok(value.to_string()),
     }
-    Ok(value.to_string())
 }
 
 /// A period: seconds (`60`, `0.5`) or a humantime duration (`90s`, `5m`, `500ms`).
@@ -988,8 +1108,83 @@ mod tests {
                 "ENVOY_CERT_SHA256",
                 "64 hexadecimal",
             ),
+            (
+                &[("ENVOY_HOST", "192.168.1.20:abc")],
+                "ENVOY_HOST",
+                "port 'abc'",
+            ),
+            (
+                &[("ENVOY_HOST", "192.168.1.20:99999")],
+                "ENVOY_HOST",
+                "port '99999'",
+            ),
+            (
+                &[("ENVOY_HOST", "192.168.1.20:0")],
+                "ENVOY_HOST",
+                "1 to 65535",
+            ),
+            (&[("ENVOY_HOST", "::1")], "ENVOY_HOST", "[::1]"),
+            (&[("ENVOY_HOST", "[::1")], "ENVOY_HOST", "in brackets"),
+            (
+                &[("ENVOY_HOST", "https://user:pass@10.0.0.2")],
+                "ENVOY_HOST",
+                "user name or password",
+            ),
+            (
+                &[("ENVOY_HOST", "envoy!local")],
+                "ENVOY_HOST",
+                "not a host name",
+            ),
             (&[("MQTT_HOST", "")], "", ""),
             (&[("MQTT_HOST", "mqtt://b")], "MQTT_HOST", "not a host"),
+            (
+                &[("MQTT_HOST", "broker.lan:1884")],
+                "MQTT_HOST",
+                "MQTT_HOST=broker.lan and MQTT_PORT=1884",
+            ),
+            (
+                &[("MQTT_TOPIC_PREFIX", "#")],
+                "MQTT_TOPIC_PREFIX",
+                "wildcard",
+            ),
+            (
+                &[("MQTT_TOPIC_PREFIX", "a/+/b")],
+                "MQTT_TOPIC_PREFIX",
+                "wildcard",
+            ),
+            (
+                &[("MQTT_TOPIC_PREFIX", "a//b")],
+                "MQTT_TOPIC_PREFIX",
+                "empty topic level",
+            ),
+            (
+                &[("MQTT_TOPIC_PREFIX", "/envoy")],
+                "MQTT_TOPIC_PREFIX",
+                "empty topic level",
+            ),
+            (
+                &[("MQTT_TOPIC_PREFIX", "$SYS")],
+                "MQTT_TOPIC_PREFIX",
+                "cannot start",
+            ),
+            (
+                &[("MQTT_TOPIC_PREFIX", &"x".repeat(70_000))],
+                "MQTT_TOPIC_PREFIX",
+                "70000 bytes",
+            ),
+            (
+                &[("HA_DISCOVERY_PREFIX", "home/#")],
+                "HA_DISCOVERY_PREFIX",
+                "wildcard",
+            ),
+            (
+                &[
+                    ("DATA_INTERVAL_SECONDS", "1"),
+                    ("RAW_DATA_INTERVAL_SECONDS", "5"),
+                ],
+                "DATA_INTERVAL_SECONDS",
+                "shorter than RAW_DATA_INTERVAL_SECONDS",
+            ),
             (&[("MQTT_PORT", "0")], "MQTT_PORT", "1 to 65535"),
             (&[("MQTT_PORT", "70000")], "MQTT_PORT", "1 to 65535"),
             (&[("MQTT_QOS", "3")], "MQTT_QOS", "0, 1"),
@@ -1004,9 +1199,13 @@ mod tests {
             (
                 &[("MQTT_TOPIC_PREFIX", "a/#")],
                 "MQTT_TOPIC_PREFIX",
-                "no +, #",
+                "wildcard",
             ),
-            (&[("MQTT_BASE_TOPIC", "/a")], "MQTT_TOPIC_PREFIX", "no +, #"),
+            (
+                &[("MQTT_BASE_TOPIC", "/a")],
+                "MQTT_TOPIC_PREFIX",
+                "empty topic level",
+            ),
             (
                 &[("MQTT_CA_CERT", "/nonexistent/ca.pem")],
                 "MQTT_CA_CERT",
@@ -1051,7 +1250,7 @@ mod tests {
             (
                 &[("HA_DISCOVERY_PREFIX", "ha/")],
                 "HA_DISCOVERY_PREFIX",
-                "no +, #",
+                "empty topic level",
             ),
             (
                 &[("OFFPEAK_HOURS", "22h-6h")],
@@ -1088,6 +1287,76 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn hosts_that_work() {
+        for (value, want) in [
+            ("192.168.1.20", "https://192.168.1.20"),
+            ("envoy.local", "https://envoy.local"),
+            ("https://envoy.lan:8443/", "https://envoy.lan:8443"),
+            ("http://10.0.0.2", "http://10.0.0.2"),
+            ("[fd00::20]", "https://[fd00::20]"),
+            ("https://[::1]:4443", "https://[::1]:4443"),
+        ] {
+            assert_eq!(config(&[("ENVOY_HOST", value)]).unwrap().envoy.url, want);
+        }
+        for (value, want) in [
+            ("::1", "::1"),
+            ("[fd00::1]", "fd00::1"),
+            ("broker.lan", "broker.lan"),
+        ] {
+            assert_eq!(config(&[("MQTT_HOST", value)]).unwrap().mqtt.host, want);
+        }
+        assert_eq!(
+            config(&[("MQTT_TOPIC_PREFIX", "home/solar")])
+                .unwrap()
+                .mqtt
+                .prefix,
+            "home/solar"
+        );
+        // The password of a URL never appears in the message.
+        let e = config(&[("ENVOY_HOST", "https://me:hunter2@10.0.0.2")]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn shipped_settings_file_uncommented_gives_the_defaults_it_documents() {
+        let shipped = include_str!("../packaging/envoy2mqtt.default");
+        let uncommented: String = shipped
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest)
+                    if rest.starts_with(|c: char| c.is_ascii_uppercase()) && rest.contains('=') =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut s = Sources::default();
+        s.file("envoy2mqtt.default", &uncommented).unwrap();
+        let c = s.validate().unwrap();
+        assert_eq!(c.describe(), config(&[]).unwrap().describe());
+        let set = uncommented
+            .lines()
+            .filter(|l| l.contains('=') && !l.starts_with('#'));
+        // Every setting but STATE_DIR (the unit sets it) and the three for tests only.
+        let set = set.count();
+        assert_eq!(set, SETTINGS.len() - 4, "every setting is in the file");
+    }
+
+    #[test]
+    fn file_and_environment_alike() {
+        // A byte-order mark does not swallow the first setting; values are trimmed in both.
+        let mut s = Sources::default();
+        s.file("f", "\u{feff}ENVOY_HOST=10.0.0.7 \nMQTT_PORT= 1884\n")
+            .unwrap();
+        s.environment(|k| (k == "MQTT_HOST").then(|| " broker.lan ".to_string()));
+        let c = s.validate().unwrap();
+        assert_eq!(c.envoy.url, "https://10.0.0.7");
+        assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("broker.lan", 1884));
     }
 
     #[test]
@@ -1128,6 +1397,16 @@ mod tests {
                 "remove it",
             ),
             ("just words\n", "--config f line 1", "NAME=value"),
+            (
+                "mqtt_host=x\n",
+                "mqtt_host in f line 1 is in lower case",
+                "write it MQTT_HOST",
+            ),
+            (
+                "mqtt_hots=x\n",
+                "mqtt_hots in f line 1",
+                "did you mean MQTT_HOST?",
+            ),
         ];
         for (text, problem, fix) in cases {
             let e = Sources::default().file("f", text).unwrap_err();

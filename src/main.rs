@@ -31,13 +31,7 @@ fn load(
 ) -> Result<(config::Config, config::Sources)> {
     sources.environment(|name| std::env::var(name).ok());
     if let Some(path) = config_file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(
-                "--config",
-                format!("{} cannot be read ({e})", path.display()),
-                "give the path of a readable KEY=VALUE file",
-            )
-        })?;
+        let text = read_settings(path)?;
         sources.file(&path.display().to_string(), &text)?;
     }
     let config = sources.validate()?;
@@ -50,6 +44,36 @@ fn load(
         .build();
     let _ = simplelog::WriteLogger::init(config.log_level, log_config, std::io::stderr());
     Ok((config, sources))
+}
+
+/// The largest `--config` file: a settings file is a few KB; anything bigger is a mistake
+/// (`--config /dev/zero` would read for ever).
+const MAX_SETTINGS_FILE: u64 = 64 * 1024;
+
+/// The text of a `--config` file: a regular file of at most 64 KiB, in UTF-8.
+fn read_settings(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let refuse = |problem: String| {
+        Error::config(
+            "--config",
+            problem,
+            "give the path of a readable KEY=VALUE file (at most 64 KiB)",
+        )
+    };
+    let name = path.display();
+    let meta =
+        std::fs::metadata(path).map_err(|e| refuse(format!("{name} cannot be read ({e})")))?;
+    if !meta.is_file() {
+        return Err(refuse(format!("{name} is not a regular file")));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SETTINGS_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| refuse(format!("{name} cannot be read ({e})")))?;
+    if bytes.len() as u64 > MAX_SETTINGS_FILE {
+        return Err(refuse(format!("{name} is larger than 64 KiB")));
+    }
+    String::from_utf8(bytes).map_err(|_| refuse(format!("{name} is not UTF-8 text")))
 }
 
 fn run() -> Result<ExitCode> {

@@ -922,6 +922,43 @@ fn configuration_errors_exit_2_naming_the_setting() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("did you mean MQTT_HOST?"));
+
+    // Files that are no settings file: a device that never ends, a FIFO, 1 MB.
+    let fifo = file.path("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(file.path("big.env"), "# x\n".repeat(262_144)).unwrap();
+    for (path, words) in [
+        ("/dev/zero".into(), "is not a regular file"),
+        (fifo, "is not a regular file"),
+        (file.path("big.env"), "larger than 64 KiB"),
+    ] {
+        let out = run(
+            &[],
+            &["--config", path.to_str().unwrap(), "--once", "--dry-run"],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path:?}: {err}");
+        assert!(
+            err.contains("configuration: --config ") && err.contains(words),
+            "{err}"
+        );
+    }
+    // Unknown options are said first, before anything else is read.
+    for args in [&["--bogus"][..], &["--dryrun", "--once"][..]] {
+        let out = run(&[], args);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            text(&out.stderr).contains("unknown option --"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -3147,17 +3184,26 @@ fn status_goes_ok_error_ok_across_an_envoy_outage() {
 
 #[test]
 fn a_slow_envoy_never_makes_the_availability_lie() {
-    // Every answer takes 9 s for 2 minutes: a data poll then takes 18 s or more, and ticks
-    // are due back to back. The broker drops a client it hears nothing from for 45 s (1.5 ×
-    // the 30 s keep-alive); the bridge must keep its session alive through it all.
-    let e = envoy("7.6.175_with_cts");
+    // Every answer, the Envoy's and the cloud's, takes 9 s for 2 minutes, and the Envoy
+    // refuses the session once at the start of it, so that a poll needs a new token from
+    // the cloud: seven requests of 9 s in one poll. The broker drops a client it hears
+    // nothing from for 45 s (1.5 × the 30 s keep-alive); the bridge must keep its session
+    // alive through it all.
+    let (e, cloud, ca, _certs) = envoy_and_cloud("7.6.175_with_cts", false);
     let c = e.server.control.clone();
     let broker = Mosquitto::start("allow_anonymous true");
     let sub = Subscriber::start(&broker, &[]);
     let state = Tmp::new("state");
+    std::fs::write(
+        state.path("token"),
+        c.issue_token(365 * 86_400, "owner@example.com"),
+    )
+    .unwrap();
     let env = with(
-        bridge_env(&e, &broker, &state),
+        cloud_env(&e, &state, &cloud, ca.to_str().unwrap()),
         &[
+            ("MQTT_HOST", "127.0.0.1"),
+            ("MQTT_PORT", &broker.port()),
             ("RAW_DATA_INTERVAL_SECONDS", "1"),
             ("DATA_INTERVAL_SECONDS", "20"),
         ],
@@ -3174,16 +3220,22 @@ fn a_slow_envoy_never_makes_the_availability_lie() {
         "{}",
         d.stderr()
     );
-    c.lock().faults.delay = Duration::from_secs(9);
+    {
+        let mut s = c.lock();
+        s.faults.delay = Duration::from_secs(9);
+        s.faults.unauthorized = 2; // the session, then the token
+        s.tokens.clear();
+    }
     // The fault's length: 2 minutes of slow answers, as the Envoy's nightly busy spell.
     std::thread::sleep(Duration::from_secs(120));
     let during = raw(&sub.seen());
     c.lock().faults.delay = Duration::ZERO;
     assert!(
-        sub.wait_until(Duration::from_secs(20), |s| raw(s) >= during + 3),
+        sub.wait_until(Duration::from_secs(30), |s| raw(s) >= during + 3),
         "data resumes: {}",
         d.stderr()
     );
+    assert_eq!(c.count("POST /tokens"), 1, "a new token: {}", d.stderr());
     let seen = sub.seen();
     assert!(
         seen.iter()

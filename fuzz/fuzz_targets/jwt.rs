@@ -1,9 +1,13 @@
-//! A token (pasted by the user, cached, or from the cloud) → its claims.
+//! A token (pasted by the user, cached, or from the cloud) → its claims, and its expiry as
+//! the status, the log and `--check` write it (any `exp`, past year 9999 too).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = envoy2mqtt::jwt::decode(text);
+        if let Ok(claims) = envoy2mqtt::jwt::decode(text) {
+            let _ = envoy2mqtt::zone::utc(claims.exp);
+            let _ = envoy2mqtt::token::date(claims.exp);
+        }
     }
 });
