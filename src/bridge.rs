@@ -50,6 +50,10 @@ pub trait Output {
     ) -> Option<Vec<(String, Vec<u8>)>>;
     /// Whether messages reach their destination now.
     fn is_connected(&self) -> bool;
+    /// How many times the destination was connected to (the first time included).
+    fn connects(&self) -> u32 {
+        0
+    }
     /// What keeps the destination's session alive during a long poll, if it needs that.
     fn tender(&self) -> Option<Box<dyn FnMut()>> {
         None
@@ -125,6 +129,10 @@ impl Output for Broker {
         self.0.borrow().is_connected()
     }
 
+    fn connects(&self) -> u32 {
+        self.0.borrow().connects
+    }
+
     fn tender(&self) -> Option<Box<dyn FnMut()>> {
         let session = self.0.clone();
         Some(Box::new(move || session.borrow_mut().tend()))
@@ -180,12 +188,16 @@ fn publisher(config: &Config, serial: &str) -> Publisher {
     }
 }
 
-fn client_id(config: &Config, serial: &str) -> String {
+/// `MQTT_CLIENT_ID`, else `envoy2mqtt-<serial>` for the service and
+/// `envoy2mqtt-<serial>-once` for `--once`: a broker lets one client per id in, so the two
+/// must differ or each would throw the other out.
+fn client_id(config: &Config, serial: &str, once: bool) -> String {
+    let suffix = if once { "-once" } else { "" };
     config
         .mqtt
         .client_id
         .clone()
-        .unwrap_or_else(|| format!("envoy2mqtt-{serial}"))
+        .unwrap_or_else(|| format!("envoy2mqtt-{serial}{suffix}"))
 }
 
 /// The discovery messages for `fields`, with removals of entities that are gone, and the
@@ -259,8 +271,12 @@ pub fn once(config: &Config, dry_run: bool) -> Result<()> {
     let mut out: Box<dyn Output> = if dry_run {
         Box::new(Stdout)
     } else {
-        let mut session =
-            Session::new(&config.mqtt, &client_id(config, &serial), None, Vec::new())?;
+        let mut session = Session::new(
+            &config.mqtt,
+            &client_id(config, &serial, true),
+            None,
+            Vec::new(),
+        )?;
         session.connect()?;
         Box::new(Broker::new(session))
     };
@@ -294,6 +310,32 @@ pub fn once(config: &Config, dry_run: bool) -> Result<()> {
     out.publish(&messages)?;
     out.close(&[])?;
     polled.map(|_| ())
+}
+
+/// How often the service says at `info` that it is alive, and what it did.
+const SIGN_OF_LIFE: Duration = Duration::from_secs(3600);
+
+/// What the service did since its last sign of life.
+#[derive(Debug, Default, PartialEq)]
+struct Stats {
+    polls: u32,
+    failed: u32,
+    messages: usize,
+    reconnects: u32,
+}
+
+impl Stats {
+    /// The sign-of-life line for `period`.
+    fn line(&self, period: Duration) -> String {
+        format!(
+            "alive: in the last {}, {} Envoy polls ({} failed), {} messages published, {} broker reconnects",
+            humantime::format_duration(period),
+            self.polls,
+            self.failed,
+            self.messages,
+            self.reconnects
+        )
+    }
 }
 
 /// SIGTERM/SIGINT (stop) and SIGHUP (reload), as flags.
@@ -334,6 +376,10 @@ struct Service<'a> {
     fields: Vec<String>,
     discovery_at: Option<Instant>,
     last_forced: Option<Instant>,
+    stats: Stats,
+    /// When the last sign of life was logged, and the broker's connection count then.
+    told_alive: Instant,
+    connects_told: u32,
 }
 
 fn output(config: &Config, serial: &str, dry_run: bool) -> Result<Box<dyn Output>> {
@@ -346,7 +392,7 @@ fn output(config: &Config, serial: &str, dry_run: bool) -> Result<Box<dyn Output
     let p = publisher(config, serial);
     let mut session = Session::new(
         &config.mqtt,
-        &client_id(config, serial),
+        &client_id(config, serial, false),
         Some(&p.availability(false)),
         vec![p.availability(true)],
     )?;
@@ -363,6 +409,7 @@ impl Service<'_> {
     }
 
     fn publish(&mut self, messages: &[Message]) -> Result<()> {
+        self.stats.messages += messages.len();
         self.out.publish(messages)
     }
 
@@ -374,7 +421,7 @@ impl Service<'_> {
         let snap: Snapshot = match result {
             Ok(s) => s,
             Err(e) => {
-                self.note_error(&e);
+                let _ = self.note_error(&e);
                 let h = health(
                     &self.envoy,
                     &self.errors,
@@ -432,16 +479,17 @@ impl Service<'_> {
         SystemTime::now() + self.next_data.saturating_duration_since(Instant::now())
     }
 
-    /// Remembers a distinct error for `P/status` (the five latest) and logs it once.
-    fn note_error(&mut self, e: &Error) {
+    /// Remembers a distinct error for `P/status` (the five latest); returns whether it is new.
+    fn note_error(&mut self, e: &Error) -> bool {
         let text = e.to_string();
-        if self.errors.last() != Some(&text) {
-            log::warn!("{text}");
-            self.errors.push(text);
-            if self.errors.len() > 5 {
-                self.errors.remove(0);
-            }
+        if self.errors.last() == Some(&text) {
+            return false;
         }
+        self.errors.push(text);
+        if self.errors.len() > 5 {
+            self.errors.remove(0);
+        }
+        true
     }
 
     /// Runs what is due now; returns whether anything was.
@@ -465,6 +513,7 @@ impl Service<'_> {
             self.poll_raw()
         };
         let done = Instant::now();
+        self.stats.polls += 1;
         match result {
             Ok(()) => {
                 if self.failures > 0 {
@@ -478,10 +527,19 @@ impl Service<'_> {
             }
             Err(e @ Error::File(_)) => return Err(e),
             Err(e) => {
-                self.note_error(&e);
+                let new = self.note_error(&e);
                 self.failures += 1;
+                self.stats.failed += 1;
                 let pause = backoff(self.failures);
-                log::debug!("pausing polls for {}", humantime::format_duration(pause));
+                let when = humantime::format_duration(pause);
+                if new {
+                    log::warn!("{e}; next poll in {when}");
+                } else {
+                    log::info!(
+                        "the Envoy failed {} polls in a row, the same way; next poll in {when}",
+                        self.failures
+                    );
+                }
                 // Ticks inside the pause are skipped, not queued.
                 self.next_raw = self.next_raw.max(done + pause);
                 self.next_data = self.next_data.max(done + pause);
@@ -650,6 +708,9 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         fields: Vec::new(),
         discovery_at: None,
         last_forced: None,
+        stats: Stats::default(),
+        told_alive: start,
+        connects_told: 0,
     };
     loop {
         if signals.stop.swap(false, Ordering::Relaxed) {
@@ -660,6 +721,14 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         }
         if signals.reload.swap(false, Ordering::Relaxed) {
             service.reload();
+        }
+        if service.told_alive.elapsed() >= SIGN_OF_LIFE {
+            let connects = service.out.connects();
+            service.stats.reconnects = connects.saturating_sub(service.connects_told.max(1));
+            log::info!("{}", service.stats.line(SIGN_OF_LIFE));
+            service.stats = Stats::default();
+            service.connects_told = connects;
+            service.told_alive = Instant::now();
         }
         if service.tick()? {
             continue;
@@ -712,6 +781,20 @@ mod tests {
             let next = next_tick(start, s, start + elapsed);
             assert_eq!(next - start, Duration::from_millis(want), "{elapsed:?}");
         }
+    }
+
+    #[test]
+    fn sign_of_life() {
+        let s = Stats {
+            polls: 3660,
+            failed: 2,
+            messages: 18_300,
+            reconnects: 1,
+        };
+        assert_eq!(
+            s.line(SIGN_OF_LIFE),
+            "alive: in the last 1h, 3660 Envoy polls (2 failed), 18300 messages published, 1 broker reconnects"
+        );
     }
 
     #[test]

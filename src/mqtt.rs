@@ -54,6 +54,13 @@ pub struct Session {
     last_error: String,
     /// When the last packet was written.
     last_out: Instant,
+    /// When the broker last accepted the connection.
+    connected_at: Instant,
+    /// Sessions in a row that the broker closed right after accepting them.
+    short_sessions: u32,
+    /// Connections the broker accepted (the first one included).
+    pub connects: u32,
+    client_id: String,
 }
 
 fn pem_error(name: &str, path: &std::path::Path, e: impl std::fmt::Display) -> Error {
@@ -196,6 +203,10 @@ impl Session {
             retry_at: None,
             last_error: String::new(),
             last_out: Instant::now(),
+            connected_at: Instant::now(),
+            short_sessions: 0,
+            connects: 0,
+            client_id: client_id.to_string(),
         })
     }
 
@@ -316,8 +327,8 @@ impl Session {
                 }
                 log::info!("connected to {}", self.server);
                 self.connected = true;
-                self.failures = 0;
-                self.last_error.clear();
+                self.connected_at = Instant::now();
+                self.connects += 1;
                 self.queued = 0;
                 self.inflight = 0;
                 for t in self.subscriptions.clone() {
@@ -351,7 +362,30 @@ impl Session {
 
     /// After a failed or lost connection: the next attempt waits 1, 2, 4... up to 60 s.
     /// Each different error is logged once.
+    /// A session shorter than this, closed by the broker, counts as thrown out.
+    const STABLE: Duration = Duration::from_secs(10);
+
+    /// After a failed or lost connection: the next attempt waits 1, 2, 4... up to 60 s; the
+    /// back-off starts again only after a session that lasted. Every retry is logged with
+    /// when the next one comes; a new error as a warning.
     fn back_off(&mut self, err: String) {
+        if self.connected {
+            if self.connected_at.elapsed() >= Self::STABLE {
+                self.failures = 0;
+                self.short_sessions = 0;
+                self.last_error.clear();
+            } else {
+                self.short_sessions += 1;
+            }
+        }
+        let err = if self.short_sessions >= 3 {
+            format!(
+                "{} closed the connection right after accepting it, {} times in a row: another client uses MQTT_CLIENT_ID={}; give each client its own id",
+                self.server, self.short_sessions, self.client_id
+            )
+        } else {
+            err
+        };
         self.connected = false;
         self.queued = 0;
         self.inflight = 0;
@@ -359,9 +393,16 @@ impl Session {
         let pause = (Duration::from_secs(1) * 2u32.saturating_pow(self.failures.min(10) - 1))
             .min(MAX_RETRY);
         self.retry_at = Some(Instant::now() + pause);
+        let when = humantime::format_duration(pause);
         if err != self.last_error {
-            log::warn!("{err}; retrying in {}", humantime::format_duration(pause));
+            log::warn!("{err}; retrying in {when}");
             self.last_error = err;
+        } else {
+            log::info!(
+                "{}: attempt {} failed the same way; retrying in {when}",
+                self.server,
+                self.failures
+            );
         }
     }
 

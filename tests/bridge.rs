@@ -3254,6 +3254,64 @@ fn a_slow_envoy_never_makes_the_availability_lie() {
 }
 
 #[test]
+fn one_client_id_for_two_clients_is_named_and_backed_off() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let sub = Subscriber::start(&broker, &[]);
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    // By default the service and --once have different ids: --once beside the service
+    // does not throw it out (its availability never blips offline).
+    let service = Daemon::start(&pairs(&env), &[]);
+    let online = |s: &[Seen]| {
+        s.iter()
+            .any(|m| m.topic == "envoy/122238082763/status" && m.payload == "online")
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(10), online),
+        "{}",
+        service.stderr()
+    );
+    let once_state = Tmp::new("state");
+    let once = run(&pairs(&bridge_env(&e, &broker, &once_state)), &["--once"]);
+    assert!(once.status.success(), "{}", text(&once.stderr));
+    assert!(!sub.seen().iter().any(|m| m.payload == "offline"));
+    assert!(
+        !service.stderr().contains("is back"),
+        "{}",
+        service.stderr()
+    );
+    drop(service);
+
+    // Two services given one id: each throws the other out. The bridge says so, and backs off.
+    let same = with(env, &[("MQTT_CLIENT_ID", "shared-id")]);
+    let a = Daemon::start(&pairs(&same), &[]);
+    let b = Daemon::start(&pairs(&same), &[]);
+    let named = |d: &Daemon| {
+        d.stderr()
+            .contains("another client uses MQTT_CLIENT_ID=shared-id")
+    };
+    let start = Instant::now();
+    while !(named(&a) || named(&b)) && start.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(100)); // polling the logs, bounded above
+    }
+    assert!(named(&a) || named(&b), "{}\n{}", a.stderr(), b.stderr());
+    let connects = |d: &Daemon| d.stderr().matches("connected to broker").count();
+    let before = connects(&a) + connects(&b);
+    // The window the rate is measured over.
+    std::thread::sleep(Duration::from_secs(30));
+    let during = connects(&a) + connects(&b) - before;
+    println!("two clients with one id: {during} connections in 30 s");
+    assert!(during <= 10, "{during} connections in 30 s: {}", a.stderr());
+}
+
+#[test]
 fn zero_and_backwards_counters_never_make_a_day_negative_or_count_twice() {
     let e = envoy("7.6.175_with_cts");
     let c = e.server.control.clone();
