@@ -66,12 +66,15 @@ pub struct Stdout;
 impl Output for Stdout {
     fn publish(&mut self, messages: &[Message]) -> Result<()> {
         let mut out = std::io::stdout().lock();
+        let closed = |e: std::io::Error| match e.kind() {
+            // `--dry-run | head`: the reader has what it wanted.
+            std::io::ErrorKind::BrokenPipe => Error::OutputClosed,
+            _ => Error::File(format!("cannot write to standard output: {e}")),
+        };
         for m in messages {
-            writeln!(out, "{m}")
-                .map_err(|e| Error::File(format!("cannot write to standard output: {e}")))?;
+            writeln!(out, "{m}").map_err(closed)?;
         }
-        out.flush()
-            .map_err(|e| Error::File(format!("cannot write to standard output: {e}")))
+        out.flush().map_err(closed)
     }
 
     fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)> {
@@ -380,6 +383,9 @@ struct Service<'a> {
     /// When the last sign of life was logged, and the broker's connection count then.
     told_alive: Instant,
     connects_told: u32,
+    /// When a reload asked for is due, and when the last one ran.
+    reload_at: Option<Instant>,
+    last_reload: Option<Instant>,
 }
 
 fn output(config: &Config, serial: &str, dry_run: bool) -> Result<Box<dyn Output>> {
@@ -525,7 +531,7 @@ impl Service<'_> {
                 }
                 self.failures = 0;
             }
-            Err(e @ Error::File(_)) => return Err(e),
+            Err(e @ (Error::File(_) | Error::OutputClosed)) => return Err(e),
             Err(e) => {
                 let new = self.note_error(&e);
                 self.failures += 1;
@@ -579,7 +585,7 @@ impl Service<'_> {
                     log::debug!("sync asked: a poll is already due");
                 }
             }
-            Command::Reload => self.reload(),
+            Command::Reload => self.ask_reload(),
             Command::HomeAssistantOnline => {
                 // 1 to 5 s, so that many bridges do not answer Home Assistant at once.
                 let jitter = SystemTime::UNIX_EPOCH
@@ -612,8 +618,15 @@ impl Service<'_> {
                 return;
             }
         };
+        let envoy_changed =
+            new.envoy != self.config.envoy || new.state_dir != self.config.state_dir;
+        let output_changed = new.mqtt != self.config.mqtt
+            || new.ha_discovery != self.config.ha_discovery
+            || new.ha_prefix != self.config.ha_prefix;
+        let periods_changed = new.data_interval != self.config.data_interval
+            || new.raw_interval != self.config.raw_interval;
         log::info!("configuration reloaded");
-        if new.envoy != self.config.envoy || new.state_dir != self.config.state_dir {
+        if envoy_changed {
             match Envoy::connect(&new) {
                 Ok(envoy) => self.envoy = envoy,
                 Err(e) => {
@@ -622,10 +635,7 @@ impl Service<'_> {
                 }
             }
         }
-        if new.mqtt != self.config.mqtt
-            || new.ha_discovery != self.config.ha_discovery
-            || new.ha_prefix != self.config.ha_prefix
-        {
+        if output_changed {
             let old = self.publisher().availability(false);
             if let Err(e) = self.out.close(&[old]) {
                 log::warn!("{e}");
@@ -645,10 +655,37 @@ impl Service<'_> {
             log::error!("reload: {e}");
         }
         self.config = new;
-        self.start = Instant::now();
-        self.next_data = self.start;
-        self.next_raw = self.start;
-        self.fields.clear();
+        let now = Instant::now();
+        if envoy_changed || output_changed {
+            // A new Envoy, or new topics: poll now, and send the discovery again.
+            self.start = now;
+            self.next_data = now;
+            self.next_raw = now;
+            self.fields.clear();
+        } else if periods_changed {
+            self.start = now;
+            self.next_data = now + self.config.data_interval;
+            self.next_raw = now + self.config.raw_interval.unwrap_or_default();
+        }
+    }
+
+    /// `P/command/reload` or SIGHUP: at most one reload per [`SYNC_PERIOD`]; more asks in
+    /// the period make one more reload at its end.
+    fn ask_reload(&mut self) {
+        let now = Instant::now();
+        if self.reload_at.is_none() {
+            let at = self.last_reload.map_or(now, |t| (t + SYNC_PERIOD).max(now));
+            self.reload_at = Some(at);
+        }
+    }
+
+    /// Runs a reload that is due.
+    fn reload_if_due(&mut self) {
+        if self.reload_at.is_some_and(|at| Instant::now() >= at) {
+            self.reload_at = None;
+            self.last_reload = Some(Instant::now());
+            self.reload();
+        }
     }
 }
 
@@ -711,6 +748,8 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         stats: Stats::default(),
         told_alive: start,
         connects_told: 0,
+        reload_at: None,
+        last_reload: None,
     };
     loop {
         if signals.stop.swap(false, Ordering::Relaxed) {
@@ -720,8 +759,9 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
             return service.out.close(&[offline]);
         }
         if signals.reload.swap(false, Ordering::Relaxed) {
-            service.reload();
+            service.ask_reload();
         }
+        service.reload_if_due();
         if service.told_alive.elapsed() >= SIGN_OF_LIFE {
             let connects = service.out.connects();
             service.stats.reconnects = connects.saturating_sub(service.connects_told.max(1));
@@ -737,7 +777,10 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         if service.config.raw_interval.is_some() {
             wake = wake.min(service.next_raw);
         }
-        if let Some(at) = service.discovery_at {
+        for at in [service.discovery_at, service.reload_at]
+            .into_iter()
+            .flatten()
+        {
             wake = wake.min(at);
         }
         let until = wake.min(Instant::now() + SLICE);

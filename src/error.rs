@@ -29,6 +29,8 @@ pub enum Error {
     Broker(String),
     /// A file in `STATE_DIR` (or a `--diagnose` folder) could not be read or written.
     File(String),
+    /// Standard output was closed by its reader (`--dry-run | head`): a normal end, exit 0.
+    OutputClosed,
 }
 
 impl Error {
@@ -53,6 +55,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::Usage(_) => 2,
+            Error::OutputClosed => 0,
             _ => 1,
         }
     }
@@ -72,6 +75,7 @@ impl fmt::Display for Error {
             Error::Certificate(msg) => write!(f, "certificate: {msg}"),
             Error::Broker(msg) => write!(f, "mqtt: {msg}"),
             Error::File(msg) => write!(f, "file: {msg}"),
+            Error::OutputClosed => write!(f, "standard output closed"),
         }
     }
 }

@@ -42,7 +42,9 @@ fn load(
         .set_target_level(log::LevelFilter::Off)
         .set_thread_level(log::LevelFilter::Off)
         .build();
-    let _ = simplelog::WriteLogger::init(config.log_level, log_config, std::io::stderr());
+    // The logger passes everything; the level is the `log` crate's, which a reload changes.
+    let _ = simplelog::WriteLogger::init(log::LevelFilter::Trace, log_config, std::io::stderr());
+    log::set_max_level(config.log_level);
     Ok((config, sources))
 }
 
@@ -116,6 +118,7 @@ fn run() -> Result<ExitCode> {
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
+        Err(Error::OutputClosed) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("envoy2mqtt: {e}");
             ExitCode::from(e.exit_code() as u8)

@@ -1717,14 +1717,95 @@ fn reload_applies_a_changed_configuration_file() {
     std::fs::write(&file, "MQTT_TOPIC_PREFIX=#bad\n").unwrap();
     let pid = d.child.id().to_string();
     Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    // At most one reload per 10 s: this one runs at the end of the first one's period.
     assert!(
-        d.wait_until(Duration::from_secs(5), |d| d
+        d.wait_until(Duration::from_secs(15), |d| d
             .stderr()
             .contains("reload refused")),
         "{}",
         d.stderr()
     );
     assert!(d.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[test]
+fn reloads_are_rate_limited_and_apply_the_log_level() {
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let file = state.path("envoy2mqtt.env");
+    std::fs::write(&file, "RAW_DATA_INTERVAL_SECONDS=0\nLOG_LEVEL=info\n").unwrap();
+    let sub = Subscriber::start(&broker, &[]);
+    let env = bridge_env(&e, &broker, &state);
+    let d = Daemon::start(&pairs(&env), &["--config", file.to_str().unwrap()]);
+    assert!(sub.wait_until(Duration::from_secs(8), |_| {
+        sub.last("envoy/122238082763/data/prod_eim_wNow").is_some()
+    }));
+    let polls = || c.count("GET /ivp/meters/readings");
+    let before = polls();
+    // LOG_LEVEL=debug in the file, then 100 reload commands within a second.
+    std::fs::write(&file, "RAW_DATA_INTERVAL_SECONDS=0\nLOG_LEVEL=debug\n").unwrap();
+    let pub_100 = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "for i in $(seq 100); do echo; done | mosquitto_pub -h 127.0.0.1 -p {} -t envoy/command/reload -l",
+            broker.port()
+        ))
+        .status()
+        .unwrap();
+    assert!(pub_100.success());
+    let reloaded = |d: &Daemon| d.stderr().matches("configuration reloaded").count();
+    assert!(
+        d.wait_until(Duration::from_secs(5), |d| reloaded(d) >= 1),
+        "{}",
+        d.stderr()
+    );
+    // The one pending after the first runs at the end of the 10 s period.
+    assert!(
+        d.wait_until(Duration::from_secs(15), |d| reloaded(d) >= 2),
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(reloaded(&d), 2, "two reloads for 100 asks within 10 s");
+    assert_eq!(
+        polls(),
+        before,
+        "nothing changed for the Envoy: no extra poll"
+    );
+    assert!(
+        d.stderr().contains("[DEBUG]"),
+        "LOG_LEVEL=debug applied: {}",
+        d.stderr()
+    );
+}
+
+#[test]
+fn a_closed_standard_output_ends_a_dry_run_quietly() {
+    let e = envoy("7.6.175_with_cts");
+    let state = Tmp::new("state");
+    // The service prints a poll every 100 ms: the write after `head` has gone meets a
+    // closed pipe. `pipefail` gives the bridge's own exit code; `timeout` bounds the run.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; timeout 20 '{}' --dry-run | head -1",
+            env!("CARGO_BIN_EXE_envoy2mqtt")
+        ))
+        .env("ENVOY_HOST", e.server.url())
+        .env("ENVOY_TOKEN", &e.token)
+        .env("STATE_DIR", state.0.to_str().unwrap())
+        .env("DATA_INTERVAL_SECONDS", "100ms")
+        .env("RAW_DATA_INTERVAL_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("standard output"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
