@@ -40,16 +40,24 @@ lint: ## rustfmt and clippy (warnings are errors), shellcheck of the shell scrip
 test: deps lint ## everything CI checks: lint, unit and end-to-end tests (fault figures shown)
 	$(CARGO) test --lib --bins --tests -- --show-output
 
-demo: ## a simulated Envoy on loopback, and envoy2mqtt --once --dry-run against it
-	@$(CARGO) build -q --examples --bins
-	@dir=$$(mktemp -d); \
+demo: ## a simulated Envoy on loopback, and envoy2mqtt --once --dry-run against it (VARIANT=list shows the captures)
+	@if [ "$(VARIANT)" = list ]; then \
+	  echo "captures (make demo VARIANT=<name>):"; \
+	  for d in $(FIXTURES)/*/; do n=$$(basename "$$d"); printf '  %s\n' "$$n"; done; exit 0; \
+	fi; \
+	if [ ! -d "$(FIXTURES)/$(VARIANT)" ]; then \
+	  echo "make demo: there is no capture named '$(VARIANT)'; make demo VARIANT=list shows them" >&2; exit 2; \
+	fi
+	@[ "$(VARIANT)" = list ] || { echo "building envoy2mqtt and the simulated Envoy (about a minute the first time)..."; \
+	  $(CARGO) build --examples --bins; }
+	@[ "$(VARIANT)" = list ] || { dir=$$(mktemp -d); \
 	./target/debug/examples/envoy_sim "$(FIXTURES)/$(VARIANT)" "$$dir/certs" > "$$dir/sim.out" & sim=$$!; \
 	trap 'kill $$sim 2>/dev/null; rm -rf "$$dir"' EXIT; \
 	for i in $$(seq 50); do grep -q '^token ' "$$dir/sim.out" && break; sleep 0.1; done; \
 	url=$$(awk '/^url /{print $$2}' "$$dir/sim.out"); \
 	echo "simulated Envoy ($(VARIANT)) at $$url"; \
 	ENVOY_HOST="$$url" ENVOY_TOKEN="$$(awk '/^token /{print $$2}' "$$dir/sim.out")" STATE_DIR="$$dir/state" \
-	  ./target/debug/envoy2mqtt --once --dry-run
+	  ./target/debug/envoy2mqtt --once --dry-run; }
 
 clean: ## remove build output
 	$(CARGO) clean

@@ -3061,6 +3061,39 @@ fn openwrt_init_script_starts_and_reloads_the_bridge_as_procd_would() {
 }
 
 #[test]
+fn make_demo_lists_the_captures_and_refuses_an_unknown_one() {
+    let make = |variant: &str| {
+        Command::new("make")
+            .args(["-s", "demo", &format!("VARIANT={variant}")])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let list = make("list");
+    assert!(list.status.success());
+    let names = text(&list.stdout);
+    for name in [
+        "7.6.175_with_cts",
+        "8.2.4264_metered_no_ct",
+        "vincentwolsink_D7.6.175_metered",
+    ] {
+        assert!(names.contains(&format!("  {name}\n")), "{names}");
+    }
+    let nope = make("nope");
+    assert!(!nope.status.success());
+    let err = text(&nope.stderr);
+    assert!(
+        err.lines().next().unwrap_or_default()
+            == "make demo: there is no capture named 'nope'; make demo VARIANT=list shows them",
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && text(&nope.stdout).is_empty(),
+        "{err}"
+    );
+}
+
+#[test]
 fn openwrt_feed_test_script_passes() {
     // The feed's test.sh runs `envoy2mqtt` from PATH with the package version.
     let bin = Path::new(env!("CARGO_BIN_EXE_envoy2mqtt"))

@@ -13,6 +13,13 @@ fn main() {
         std::process::exit(2);
     };
     let fixture = std::path::PathBuf::from(fixture);
+    if !fixture.join("info").is_file() && !fixture.join("endpoint_info.xml").is_file() {
+        eprintln!(
+            "envoy_sim: {} is not an Envoy capture (no info file in it)",
+            fixture.display()
+        );
+        std::process::exit(2);
+    }
     let certs = args.next().map_or_else(
         || std::env::temp_dir().join(format!("envoy_sim-{}", std::process::id())),
         Into::into,
