@@ -1,4 +1,4 @@
-//! Where the ledger lives between runs (PRODUCT.md §5): the state file `STATE_DIR/ledger.json`
+//! Where the ledger lives between runs (docs/topics.md, the energy ledger): the state file `STATE_DIR/ledger.json`
 //! or the retained `P/S/ledger` topic, whichever is newer (the topic is published at every
 //! poll, the file only rarely, so after a crash or a power cut the topic is usually newer);
 //! else the original envoy2mqtt's retained `_00h` references; else a fresh start at the

@@ -1,4 +1,4 @@
-//! The Envoy's certificate (PRODUCT.md §7): self-signed, `CN=envoy-<serial>`, renewed about
+//! The Envoy's certificate : self-signed, `CN=envoy-<serial>`, renewed about
 //! once a year, so it cannot be checked against a CA. Instead its SHA-256 fingerprint is
 //! remembered in `STATE_DIR`: `warn` accepts a new one and says so loudly, `pin` refuses any
 //! but the configured or remembered one, `none` accepts anything silently.

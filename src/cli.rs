@@ -1,4 +1,4 @@
-//! The command line (PRODUCT.md §1): what to do, and the settings given as flags.
+//! The command line (docs/settings.md): what to do, and the settings given as flags.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

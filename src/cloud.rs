@@ -1,4 +1,4 @@
-//! The Enphase cloud, used only to obtain an Envoy token (PRODUCT.md §6): the Enlighten
+//! The Enphase cloud, used only to obtain an Envoy token : the Enlighten
 //! login gives a `session_id`, entrez turns it into a JWT for one gateway serial.
 //!
 //! Verified TLS, with the bundled web roots (or, in tests only, `ENPHASE_CA_CERT`).

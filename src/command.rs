@@ -1,4 +1,4 @@
-//! Commands that arrive over MQTT (PRODUCT.md §3.4, §4): `P/command/sync`,
+//! Commands that arrive over MQTT (docs/topics.md): `P/command/sync`,
 //! `P/command/reload`, and Home Assistant's birth message. Pure: topic and payload in,
 //! a [`Command`] out; any payload is accepted, unknown topics are reported as such.
 

@@ -1,4 +1,4 @@
-//! The configuration: every setting of PRODUCT.md §2, read once from the command line, the
+//! The configuration: every setting of docs/settings.md, read once from the command line, the
 //! environment, a `--config` file and the defaults (highest first), and validated into a
 //! typed [`Config`].
 //!
@@ -174,7 +174,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// How the Envoy's self-signed certificate is checked (PRODUCT.md §7).
+/// How the Envoy's self-signed certificate is checked .
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsVerify {
     Warn,
@@ -182,7 +182,7 @@ pub enum TlsVerify {
     None,
 }
 
-/// How payloads are written (PRODUCT.md §3.3).
+/// How payloads are written (docs/topics.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Simple,
@@ -1345,6 +1345,41 @@ mod tests {
         // Every setting but STATE_DIR (the unit sets it) and the three for tests only.
         let set = set.count();
         assert_eq!(set, SETTINGS.len() - 4, "every setting is in the file");
+    }
+
+    #[test]
+    fn every_setting_is_documented_and_in_the_shipped_files() {
+        let docs = include_str!("../docs/settings.md");
+        let default = include_str!("../packaging/envoy2mqtt.default");
+        let uci = include_str!("../openwrt/envoy2mqtt/files/envoy2mqtt.config");
+        let init = include_str!("../openwrt/envoy2mqtt/files/envoy2mqtt.init");
+        for s in SETTINGS {
+            assert!(
+                docs.contains(&format!("| `{}` |", s.name)),
+                "docs/settings.md: {}",
+                s.name
+            );
+            if s.help == "for tests only" || s.name.starts_with("ENPHASE_CA") {
+                continue;
+            }
+            if s.name != "STATE_DIR" {
+                assert!(
+                    default.contains(&format!("{}=", s.name)),
+                    "envoy2mqtt.default: {}",
+                    s.name
+                );
+            }
+            // OpenWrt keeps the zone in /etc/TZ, which the bridge reads itself.
+            if s.name == "TZ" {
+                continue;
+            }
+            let option = s.name.to_lowercase();
+            assert!(
+                uci.contains(&format!("option {option} ")),
+                "UCI file: {option}"
+            );
+            assert!(init.contains(&option), "init script: {option}");
+        }
     }
 
     #[test]

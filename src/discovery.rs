@@ -1,4 +1,4 @@
-//! Home Assistant MQTT discovery (PRODUCT.md §4): one device per Envoy, one entity per
+//! Home Assistant MQTT discovery (docs/topics.md): one device per Envoy, one entity per
 //! published data field, with the device class, unit and state class that let the Energy
 //! dashboard pick production, house consumption, grid import and grid export.
 //!

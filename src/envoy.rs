@@ -1,4 +1,4 @@
-//! The Envoy client (PRODUCT.md §6): one ureq agent keeping one keep-alive HTTPS connection,
+//! The Envoy client : one ureq agent keeping one keep-alive HTTPS connection,
 //! the certificate checked by fingerprint, the token turned into a `sessionId` cookie once
 //! by `/auth/check_jwt` and the cookie reused; on 401 the token is checked again before the
 //! cloud is asked (rate-limited). Redirects are not followed; timeouts are short.

@@ -200,7 +200,7 @@ pub fn number(value: f64) -> Value {
     }
 }
 
-/// A `json`-format payload (§3.3), its keys in the contract's order.
+/// A `json`-format payload, its keys in the contract's order.
 #[derive(serde::Serialize)]
 struct Payload<'a> {
     value: Value,
@@ -224,7 +224,7 @@ pub struct Dated<'a> {
     pub split: Option<(f64, f64)>,
 }
 
-/// A `json`-format payload (§3.3): `{"value", "unit", "timestamp", "serial"}`, then
+/// A `json`-format payload: `{"value", "unit", "timestamp", "serial"}`, then
 /// `"date"`, `"hc"`, `"hp"` for ledger values.
 pub fn payload(
     value: Value,
@@ -260,7 +260,7 @@ struct Detailed<'a> {
     data: Vec<Slot<'a>>,
 }
 
-/// A `detailed` payload (§3.3): the day's half-hour energy in kWh.
+/// A `detailed` payload: the day's half-hour energy in kWh.
 pub fn detailed(date: &str, serial: &str, slots: &[(String, f64)]) -> String {
     let d = Detailed {
         date,
@@ -383,7 +383,7 @@ pub fn entity(e: &Entity) -> String {
     Value::Object(map).to_string()
 }
 
-/// The `P/status` payload (§3.4).
+/// The `P/status` payload.
 #[derive(serde::Serialize)]
 pub struct Status<'a> {
     pub status: &'a str,

@@ -1,4 +1,4 @@
-//! The energy ledger (PRODUCT.md §3.1, §3.2, §5): today, yesterday, month and year energy,
+//! The energy ledger (docs/topics.md): today, yesterday, month and year energy,
 //! half-hour detail, the day's peak grid import and the off-peak split, from the Envoy's
 //! lifetime counters.
 //!
@@ -17,7 +17,7 @@ use crate::reading::{Field, Unit};
 use crate::tariff::{self, Window};
 use crate::zone::{Date, Zone};
 
-/// The counters the ledger follows, by their §3.1 names.
+/// The counters the ledger follows, by their topic names.
 pub const SENSORS: [&str; 6] = [
     "prod_eim",
     "conso_all_eim",
@@ -26,7 +26,7 @@ pub const SENSORS: [&str; 6] = [
     "eco_eim",
     "conso_net_eim",
 ];
-/// The §3.2 flows and the sensor each follows.
+/// The energy-tree flows and the sensor each follows.
 pub const FLOWS: [(&str, usize); 4] = [
     ("production", 0),
     ("consumption", 1),
@@ -457,7 +457,7 @@ impl Ledger {
         taken
     }
 
-    /// The `data` fields of §3.1: `{sensor}_whLifetime_00h`, `{short}_today`, `{short}_yesterday`.
+    /// The `data` fields: `{sensor}_whLifetime_00h`, `{short}_today`, `{short}_yesterday`.
     pub fn daily_fields(&self) -> Vec<Field> {
         let mut out = Vec::new();
         for (i, sensor) in SENSORS.iter().enumerate() {
@@ -483,7 +483,7 @@ impl Ledger {
         past.date.days() + 1 == self.today.date.days()
     }
 
-    /// The §3.2 totals, named by their path under `P/S/`, kWh (W for `max_power`); with
+    /// The energy-tree totals, named by their path under `P/S/`, kWh (W for `max_power`); with
     /// off-peak windows, `{flow}/daily/hc` and `/hp` too.
     pub fn totals(&self, split: bool) -> Vec<Field> {
         let mut out = Vec::new();

@@ -1,4 +1,4 @@
-//! Messages: topics and payloads built from fields (PRODUCT.md §3.1 and §3.3).
+//! Messages: topics and payloads built from fields (docs/topics.md).
 //!
 //! Pure functions: the same fields, time and settings always give the same messages.
 
@@ -134,7 +134,7 @@ impl Publisher {
 
 impl Publisher {
     /// The ledger's retained messages: `data/{sensor}_whLifetime_00h`, `_today` and
-    /// `_yesterday` (Wh, §3.1), the §3.2 tree (kWh; `max_power` in W), each flow's
+    /// `_yesterday` (Wh), the energy tree (kWh; `max_power` in W), each flow's
     /// `detailed` (always JSON), and `P/S/ledger`, the state that restores the ledger when
     /// the state file is lost.
     pub fn ledger(
@@ -205,7 +205,7 @@ impl Publisher {
     }
 }
 
-/// What `P/status` reports (§3.4).
+/// What `P/status` reports (docs/topics.md).
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     pub last_sync: Option<SystemTime>,

@@ -1,4 +1,4 @@
-//! Readings: what the Envoy measured, turned into the named fields of PRODUCT.md §3.1.
+//! Readings: what the Envoy measured, turned into the named fields of docs/topics.md.
 //!
 //! Pure functions on plain data. Meters are matched to readings by `eid` (never by position);
 //! only `channels[0..phaseCount)` are real phases; the Envoy's aggregate `voltage` is the SUM
@@ -13,7 +13,7 @@ pub enum Role {
     Production,
     NetConsumption,
     TotalConsumption,
-    /// Storage, backfeed, load, EV charger, PV3P... measured but not part of §3.1.
+    /// Storage, backfeed, load, EV charger, PV3P... measured but not published.
     Other,
 }
 
@@ -134,7 +134,7 @@ pub struct Field {
     pub unit: Unit,
 }
 
-/// Matches readings to meters by eid and keeps the enabled CTs of the roles §3.1 uses.
+/// Matches readings to meters by eid and keeps the enabled CTs of the roles the topics use.
 pub fn snapshot(
     meters: &[Meter],
     readings: &[MeterReading],
@@ -246,7 +246,7 @@ fn flag(on: bool) -> f64 {
     if on { 1.0 } else { 0.0 }
 }
 
-/// The `data` fields of §3.1 that this system measures, in the order of the contract.
+/// The `data` fields that this system measures, in the order of the contract.
 /// `timestamp` and `timestamp_text` are added by the message layer.
 pub fn data_fields(s: &Snapshot) -> Vec<Field> {
     let mut f = Fields(Vec::new());
@@ -378,7 +378,7 @@ fn house_current(production: Option<&Ct>, net: &Ct, prod_power: f64) -> f64 {
     }
 }
 
-/// The `raw` fields (§3.1): the three powers a CT measures, from one readings request.
+/// The `raw` fields: the three powers a CT measures, from one readings request.
 pub fn raw_fields(s: &Snapshot) -> Vec<Field> {
     let mut f = Fields(Vec::new());
     let prod = s.production.as_ref().map(|p| p.power);

@@ -1,4 +1,4 @@
-//! The Envoy token's life (PRODUCT.md §6): `ENVOY_TOKEN`, else the cached token, else the
+//! The Envoy token's life : `ENVOY_TOKEN`, else the cached token, else the
 //! cloud; renewed 30 days before it expires; cached in `STATE_DIR` with mode 0600.
 //!
 //! Cloud logins are rate-limited across runs (the time of the last attempt is kept in

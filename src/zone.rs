@@ -1,4 +1,4 @@
-//! The local time zone: where local days begin, for the ledger (PRODUCT.md §5).
+//! The local time zone: where local days begin, for the ledger (docs/topics.md, the energy ledger).
 //!
 //! `TZ` is a POSIX string (`CET-1CEST,M3.5.0,M10.5.0/3`, as OpenWrt sets it) or an IANA
 //! name read from the zoneinfo directory. Without `TZ`, the system's: `/etc/TZ` (OpenWrt),
