@@ -26,6 +26,9 @@ use crate::{json, state};
 
 /// The longest pause after repeated Envoy failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// After this many failed polls in a row, `P/S/envoy` says `offline` and the Envoy's
+/// entities show as unavailable in Home Assistant.
+const ENVOY_DOWN_POLLS: u32 = 3;
 /// At most one poll asked by `P/command/sync` per this period.
 const SYNC_PERIOD: Duration = Duration::from_secs(10);
 /// The longest the loop waits before looking at signals again.
@@ -294,12 +297,13 @@ pub fn once(config: &Config, dry_run: bool) -> Result<()> {
             archive.save(true)?;
             // Cron: entities expire after three missed runs (at least 15 minutes).
             let expire = (3 * config.data_interval.as_secs()).max(900);
-            let mut m = p.data(&fields, now);
-            m.extend(archive.messages(&p, now));
-            m.push(p.status(true, &health(envoy, &[], Some(now), None)));
             let mut entities = fields.clone();
             entities.extend(archive.fields());
-            m.extend(discovery(config, envoy, &entities, Some(expire)));
+            // Discovery first: Home Assistant must know how to read a value before it comes.
+            let mut m = discovery(config, envoy, &entities, Some(expire));
+            m.extend(p.data(&fields, now));
+            m.extend(archive.messages(&p, now));
+            m.push(p.status(true, &health(envoy, &[], Some(now), None)));
             m
         }
         Err(e) => vec![p.status(
@@ -386,6 +390,8 @@ struct Service<'a> {
     /// When a reload asked for is due, and when the last one ran.
     reload_at: Option<Instant>,
     last_reload: Option<Instant>,
+    /// What `P/S/envoy` last said.
+    envoy_online: Option<bool>,
 }
 
 fn output(config: &Config, serial: &str, dry_run: bool) -> Result<Box<dyn Output>> {
@@ -447,20 +453,23 @@ impl Service<'_> {
         if self.archive.update(&p, now, &fields) {
             self.archive.save(false)?;
         }
-        let mut messages = p.data(&fields, now);
+        // Discovery first: Home Assistant must know how to read a value before it comes.
+        let mut entities = fields.clone();
+        entities.extend(self.archive.fields());
+        let names: Vec<String> = entities.iter().map(|f| f.name.clone()).collect();
+        let mut messages = Vec::new();
+        if names != self.fields {
+            self.fields = names;
+            messages.extend(discovery(&self.config, &self.envoy, &entities, None));
+        }
+        messages.extend(self.envoy_state(&p, true));
+        messages.extend(p.data(&fields, now));
         messages.extend(self.archive.messages(&p, now));
         if with_raw {
             let raw = reading::raw_fields(&snap);
             if !raw.is_empty() {
                 messages.extend(p.raw(&raw, now));
             }
-        }
-        let mut entities = fields;
-        entities.extend(self.archive.fields());
-        let names: Vec<String> = entities.iter().map(|f| f.name.clone()).collect();
-        if names != self.fields {
-            self.fields = names;
-            messages.extend(discovery(&self.config, &self.envoy, &entities, None));
         }
         // `ok` after every data poll: the error of an earlier poll is over.
         let next = next_tick(self.start, self.config.data_interval, Instant::now());
@@ -479,6 +488,22 @@ impl Service<'_> {
         self.archive.peak(now, &raw);
         let messages = self.publisher().raw(&raw, now);
         self.publish(&messages)
+    }
+
+    /// `P/S/envoy` when it changes: `online` at a poll that worked, `offline` after
+    /// [`ENVOY_DOWN_POLLS`] failed polls in a row.
+    fn envoy_state(&mut self, p: &Publisher, answered: bool) -> Option<Message> {
+        let online = answered || self.failures < ENVOY_DOWN_POLLS;
+        if self.envoy_online == Some(online) {
+            return None;
+        }
+        self.envoy_online = Some(online);
+        if !online {
+            log::warn!(
+                "the Envoy failed {ENVOY_DOWN_POLLS} polls in a row: its values show as unavailable"
+            );
+        }
+        Some(p.envoy(online))
     }
 
     fn next_sync(&self) -> SystemTime {
@@ -536,6 +561,10 @@ impl Service<'_> {
                 let new = self.note_error(&e);
                 self.failures += 1;
                 self.stats.failed += 1;
+                let p = self.publisher();
+                if let Some(m) = self.envoy_state(&p, false) {
+                    self.publish(&[m])?;
+                }
                 let pause = backoff(self.failures);
                 let when = humantime::format_duration(pause);
                 if new {
@@ -750,6 +779,7 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         connects_told: 0,
         reload_at: None,
         last_reload: None,
+        envoy_online: None,
     };
     loop {
         if signals.stop.swap(false, Ordering::Relaxed) {

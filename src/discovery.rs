@@ -97,8 +97,8 @@ fn total_name(field: &str) -> Option<String> {
     }
     let mut parts = field.split('/');
     let flow = match parts.next()? {
-        "production" => "Production",
-        "consumption" => "House consumption",
+        "production" => "Solar",
+        "consumption" => "House",
         "import" => "Grid import",
         "export" => "Grid export",
         _ => return None,
@@ -122,13 +122,15 @@ pub fn name(field: &str) -> String {
     if let Some(n) = total_name(field) {
         return n;
     }
+    // Short group names: Home Assistant puts the device's name ("Envoy") before them, and
+    // its device page cuts long names.
     let groups = [
-        ("prod_eim_", "Production"),
-        ("conso_net_eim_", "Net consumption"),
-        ("conso_all_eim_", "House consumption"),
+        ("prod_eim_", "Solar"),
+        ("conso_net_eim_", "Grid net"),
+        ("conso_all_eim_", "House"),
         ("import_eim_", "Grid import"),
         ("grid_eim_", "Grid export"),
-        ("eco_eim_", "Self-consumption"),
+        ("eco_eim_", "Self-consumed"),
     ];
     let (group, rest) = groups
         .iter()
@@ -147,8 +149,8 @@ pub fn name(field: &str) -> String {
         "pwrFactor" => "power factor",
         "whLifetime" => "energy (Wh)",
         "kwhLifetime" => "energy",
-        "wNow_binary" if group == "Grid export" => "importing",
-        "wNow_binary" => "active",
+        "wNow_binary" if group == "Grid export" => return "Grid importing".into(),
+        "wNow_binary" => "producing",
         "wattHoursToday" => "energy today (Envoy)",
         "today" => "energy today (Wh)",
         "yesterday" => "energy yesterday (Wh)",
@@ -175,6 +177,25 @@ pub struct Device {
 impl Device {
     fn node(&self) -> String {
         format!("envoy2mqtt_{}", self.serial)
+    }
+
+    /// `P/S/envoy`: `online` while the Envoy answers, `offline` after a few failed polls.
+    pub fn envoy_topic(&self) -> String {
+        format!("{}/{}/envoy", self.prefix, self.serial)
+    }
+
+    /// Where an entity's availability comes from: none from cron (`expire_after` does it);
+    /// the bridge's `P/S/status`, and for the Envoy's values also `P/S/envoy`, so that an
+    /// Envoy that stopped answering shows as unavailable rather than as frozen values.
+    fn availability(&self, envoy_value: bool) -> Vec<String> {
+        if self.expire_after.is_some() {
+            return Vec::new();
+        }
+        let mut topics = vec![format!("{}/{}/status", self.prefix, self.serial)];
+        if envoy_value {
+            topics.push(self.envoy_topic());
+        }
+        topics
     }
 
     /// The config topic of a field.
@@ -206,32 +227,90 @@ pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
                     id.to_lowercase()
                 ),
                 state_topic: format!("{}/{}/{}", device.prefix, device.serial, path(field)),
-                value_template: (device.format == Format::Json)
-                    .then(|| "{{ value_json.value }}".to_string()),
+                // Always a template: Home Assistant keeps the old one when a config without
+                // one replaces it (a switch of MQTT_FORMAT would freeze every sensor).
+                value_template: Some(value_template(device.format)),
                 device_class: class.device_class,
                 unit_of_measurement: class.unit,
                 state_class: class.state_class,
                 entity_category: class.diagnostic.then_some("diagnostic"),
                 payload_on: (class.component == "binary_sensor").then_some("1"),
                 payload_off: (class.component == "binary_sensor").then_some("0"),
-                availability_topic: device
-                    .expire_after
-                    .is_none()
-                    .then(|| format!("{}/{}/status", device.prefix, device.serial)),
+                availability: device.availability(true),
                 expire_after: device.expire_after,
+                enabled_by_default: shown_by_default(field),
                 serial: &device.serial,
                 model: &device.model,
                 firmware: &device.firmware,
                 node: device.node(),
             };
-            Some(Message {
-                topic: device.config_topic(class.component, &id),
-                payload: json::entity(&entity),
-                retain: true,
-                live: false,
-            })
+            Some(config(device, class.component, &id, &entity))
         })
+        .chain(device.expire_after.is_none().then(|| connectivity(device)))
         .collect()
+}
+
+fn config(device: &Device, component: &str, id: &str, entity: &json::Entity) -> Message {
+    Message {
+        topic: device.config_topic(component, id),
+        payload: json::entity(entity),
+        retain: true,
+        live: false,
+    }
+}
+
+fn value_template(format: Format) -> String {
+    match format {
+        Format::Simple => "{{ value }}",
+        Format::Json => "{{ value_json.value }}",
+    }
+    .to_string()
+}
+
+/// The dozen entities most owners want, shown by default: power now, energy today, the
+/// lifetime counters the Energy dashboard takes, the Envoy's connection and last reading.
+/// Per-phase values, voltages, currents, power factors, the Wh copies, month and year and
+/// the other variants are published too, as entities the user can enable.
+pub fn shown_by_default(field: &str) -> bool {
+    matches!(
+        field,
+        "prod_eim_wNow"
+            | "conso_all_eim_wNow"
+            | "conso_net_eim_wNow"
+            | "prod_eim_kwhLifetime"
+            | "import_eim_kwhLifetime"
+            | "grid_eim_kwhLifetime"
+            | "production/daily"
+            | "consumption/daily"
+            | "import/daily"
+            | "export/daily"
+            | "timestamp_text"
+    )
+}
+
+/// The Envoy's connection, as a connectivity sensor on `P/S/envoy` (service only).
+fn connectivity(device: &Device) -> Message {
+    let entity = json::Entity {
+        name: "Envoy connection".into(),
+        unique_id: format!("{}_envoy", device.node()),
+        default_entity_id: format!("binary_sensor.envoy_{}_connection", device.serial),
+        state_topic: device.envoy_topic(),
+        value_template: None,
+        device_class: Some("connectivity"),
+        unit_of_measurement: None,
+        state_class: None,
+        entity_category: Some("diagnostic"),
+        payload_on: Some("online"),
+        payload_off: Some("offline"),
+        availability: device.availability(false),
+        expire_after: None,
+        enabled_by_default: true,
+        serial: &device.serial,
+        model: &device.model,
+        firmware: &device.firmware,
+        node: device.node(),
+    };
+    config(device, "binary_sensor", "envoy", &entity)
 }
 
 /// Empty retained payloads for config topics published before and not now.
@@ -378,18 +457,17 @@ mod tests {
     #[test]
     fn names() {
         let cases = [
-            ("prod_eim_wNow", "Production power"),
-            ("conso_all_eim_kwhLifetime", "House consumption energy"),
+            ("prod_eim_wNow", "Solar power"),
+            ("prod_eim_wNow_binary", "Solar producing"),
+            ("conso_all_eim_kwhLifetime", "House energy"),
             ("import_eim_whLifetime", "Grid import energy (Wh)"),
-            ("conso_net_eim_voltage_l3", "Net consumption voltage L3"),
-            ("grid_eim_wNow_binary", "Grid export importing"),
+            ("conso_net_eim_voltage_l3", "Grid net voltage L3"),
+            ("grid_eim_wNow_binary", "Grid importing"),
             ("timestamp_text", "Last reading"),
-            (
-                "eco_eim_yesterday",
-                "Self-consumption energy yesterday (Wh)",
-            ),
+            ("eco_eim_yesterday", "Self-consumed energy yesterday (Wh)"),
             ("export/month", "Grid export energy this month"),
             ("import/daily/hp", "Grid import energy today peak (HP)"),
+            ("consumption/daily", "House energy today"),
             ("max_power", "Grid import peak power today"),
         ];
         for (field, want) in cases {
@@ -403,6 +481,71 @@ mod tests {
         for (field, want) in paths {
             assert_eq!(path(field), want);
         }
+    }
+
+    fn device(format: Format, expire_after: Option<u64>) -> Device {
+        Device {
+            prefix: "envoy".into(),
+            ha_prefix: "homeassistant".into(),
+            serial: "122238082763".into(),
+            model: "Envoy S Metered".into(),
+            firmware: "D7.6.175".into(),
+            format,
+            expire_after,
+        }
+    }
+
+    #[test]
+    fn configs_carry_a_template_the_default_set_and_the_envoy_availability() {
+        let fields = [
+            Field {
+                name: "prod_eim_wNow".into(),
+                value: 1.0,
+                unit: Unit::Watt,
+            },
+            Field {
+                name: "prod_eim_voltage".into(),
+                value: 230.0,
+                unit: Unit::Volt,
+            },
+            Field {
+                name: "prod_eim_whLifetime".into(),
+                value: 1.0,
+                unit: Unit::WattHour,
+            },
+        ];
+        for (format, template) in [
+            (Format::Simple, "{{ value }}"),
+            (Format::Json, "{{ value_json.value }}"),
+        ] {
+            let m = messages(&device(format, None), &fields);
+            let get = |topic: &str| -> serde_json::Value {
+                let m = m.iter().find(|m| m.topic.contains(topic)).expect(topic);
+                serde_json::from_str(&m.payload).unwrap()
+            };
+            let power = get("/prod_eim_wNow/");
+            assert_eq!(power["value_template"], template);
+            assert!(
+                power.get("enabled_by_default").is_none(),
+                "shown by default"
+            );
+            assert_eq!(power["availability_mode"], "all");
+            assert_eq!(
+                power["availability"],
+                serde_json::json!([{"topic": "envoy/122238082763/status"}, {"topic": "envoy/122238082763/envoy"}])
+            );
+            assert_eq!(power["device"]["name"], "Envoy");
+            assert_eq!(get("/prod_eim_voltage/")["enabled_by_default"], false);
+            assert_eq!(get("/prod_eim_whLifetime/")["enabled_by_default"], false);
+            let link = get("binary_sensor/envoy2mqtt_122238082763/envoy/config");
+            assert_eq!(link["state_topic"], "envoy/122238082763/envoy");
+            assert_eq!(link["device_class"], "connectivity");
+            assert_eq!(link["availability_topic"], "envoy/122238082763/status");
+        }
+        // From cron: no availability, entities expire; no connectivity entity.
+        let m = messages(&device(Format::Simple, Some(900)), &fields);
+        assert!(m.iter().all(|m| !m.payload.contains("availability")));
+        assert!(!m.iter().any(|m| m.topic.ends_with("/envoy/config")));
     }
 
     #[test]

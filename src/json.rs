@@ -327,8 +327,11 @@ pub struct Entity<'a> {
     pub entity_category: Option<&'static str>,
     pub payload_on: Option<&'static str>,
     pub payload_off: Option<&'static str>,
-    pub availability_topic: Option<String>,
+    /// Availability topics (`online` / `offline`); several: all must say `online`.
+    pub availability: Vec<String>,
     pub expire_after: Option<u64>,
+    /// Shown by default, or one the user can enable.
+    pub enabled_by_default: bool,
     pub serial: &'a str,
     pub model: &'a str,
     pub firmware: &'a str,
@@ -360,16 +363,28 @@ pub fn entity(e: &Entity) -> String {
     put("entity_category", e.entity_category.map(Value::from));
     put("payload_on", e.payload_on.map(Value::from));
     put("payload_off", e.payload_off.map(Value::from));
-    put(
-        "availability_topic",
-        e.availability_topic.clone().map(Value::from),
-    );
+    match e.availability.as_slice() {
+        [] => {}
+        [one] => put("availability_topic", Some(one.clone().into())),
+        all => {
+            let list: Vec<Value> = all
+                .iter()
+                .map(|t| serde_json::json!({"topic": t}))
+                .collect();
+            put("availability", Some(list.into()));
+            put("availability_mode", Some("all".into()));
+        }
+    }
     put("expire_after", e.expire_after.map(Value::from));
+    put(
+        "enabled_by_default",
+        (!e.enabled_by_default).then_some(false.into()),
+    );
     put(
         "device",
         Some(serde_json::json!({
             "identifiers": [e.node],
-            "name": format!("Envoy {}", e.serial),
+            "name": "Envoy",
             "manufacturer": "Enphase",
             "model": e.model,
             "sw_version": e.firmware,

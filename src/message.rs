@@ -227,6 +227,16 @@ impl Publisher {
         }
     }
 
+    /// `P/S/envoy`: `online` / `offline`, retained: whether the Envoy answers.
+    pub fn envoy(&self, online: bool) -> Message {
+        Message {
+            topic: format!("{}/{}/envoy", self.prefix, self.serial),
+            payload: if online { "online" } else { "offline" }.to_string(),
+            retain: true,
+            live: false,
+        }
+    }
+
     /// `P/status`: JSON, retained; `ok` tells whether the last poll worked.
     pub fn status(&self, ok: bool, health: &Health) -> Message {
         let status = json::Status {

@@ -45,7 +45,11 @@ pub struct Session {
     queued: usize,
     /// QoS 1/2 publishes written and not yet acknowledged.
     inflight: usize,
-    retained: BTreeMap<String, Message>,
+    /// The last retained message of each topic, with when it was published (a counter), so
+    /// that after a reconnect they go out in the order they were published: discovery
+    /// configs before the values they describe.
+    retained: BTreeMap<String, (u64, Message)>,
+    published: u64,
     on_connect: Vec<Message>,
     subscriptions: Vec<String>,
     incoming: Vec<(String, Vec<u8>)>,
@@ -196,6 +200,7 @@ impl Session {
             queued: 0,
             inflight: 0,
             retained: BTreeMap::new(),
+            published: 0,
             on_connect,
             subscriptions: Vec::new(),
             incoming: Vec::new(),
@@ -334,10 +339,12 @@ impl Session {
                 for t in self.subscriptions.clone() {
                     let _ = self.client.try_subscribe(t, QoS::AtLeastOnce);
                 }
+                let mut retained: Vec<&(u64, Message)> = self.retained.values().collect();
+                retained.sort_by_key(|(n, _)| *n);
                 let again: Vec<Message> = self
                     .on_connect
                     .iter()
-                    .chain(self.retained.values())
+                    .chain(retained.into_iter().map(|(_, m)| m))
                     .cloned()
                     .collect();
                 for m in &again {
@@ -447,7 +454,9 @@ impl Session {
                 if m.payload.is_empty() {
                     self.retained.remove(&m.topic);
                 } else {
-                    self.retained.insert(m.topic.clone(), m.clone());
+                    self.published += 1;
+                    self.retained
+                        .insert(m.topic.clone(), (self.published, m.clone()));
                 }
             }
             if self.connected {

@@ -2250,14 +2250,136 @@ fn discovery_payloads_pass_home_assistant_rules() {
                 let component = topic.split('/').nth(1).unwrap();
                 let config: serde_json::Value = serde_json::from_str(rest).unwrap();
                 ha_accepts(component, &config).unwrap_or_else(|e| panic!("{variant} {topic}: {e}"));
-                assert_eq!(
-                    config["value_template"].is_string(),
-                    format == "json",
+                // Always a template: a config without one would keep the old format's.
+                let template = if format == "json" {
+                    "{{ value_json.value }}"
+                } else {
+                    "{{ value }}"
+                };
+                if !topic.ends_with("/envoy/config") {
+                    assert_eq!(config["value_template"], template, "{topic}");
+                }
+                assert!(
+                    !config["name"].as_str().unwrap().contains("1222"),
                     "{topic}"
                 );
             }
         }
     }
+}
+
+#[test]
+fn discovery_comes_before_the_data_when_the_format_changes_both_ways() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let sub = Subscriber::start(&broker, &[]);
+    let state = Tmp::new("state");
+    let file = state.path("envoy2mqtt.env");
+    std::fs::write(&file, "RAW_DATA_INTERVAL_SECONDS=0\nMQTT_FORMAT=simple\n").unwrap();
+    let d = Daemon::start(
+        &pairs(&bridge_env(&e, &broker, &state)),
+        &["--config", file.to_str().unwrap()],
+    );
+    let is_config = |m: &Seen| m.topic.starts_with("homeassistant/sensor/");
+    let is_data = |m: &Seen| m.topic.starts_with("envoy/122238082763/data/");
+    // After a switch to `format`: every sensor config with its template comes before the
+    // first data message in that format.
+    let check = |seen: &[Seen], from: usize, template: &str, json: bool| -> bool {
+        let seen = &seen[from..];
+        let Some(first) = seen
+            .iter()
+            .position(|m| is_data(m) && m.payload.starts_with('{') == json)
+        else {
+            return false;
+        };
+        let before = seen[..first]
+            .iter()
+            .filter(|m| is_config(m) && m.payload.contains(template))
+            .count();
+        let all = seen.iter().filter(|m| is_config(m)).count();
+        before > 20 && before == all
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| check(
+            s,
+            0,
+            "{{ value }}",
+            false
+        )),
+        "{}",
+        d.stderr()
+    );
+    for (format, template, json) in [
+        ("json", "{{ value_json.value }}", true),
+        ("simple", "{{ value }}", false),
+    ] {
+        let from = sub.seen.lock().unwrap().len();
+        std::fs::write(
+            &file,
+            format!("RAW_DATA_INTERVAL_SECONDS=0\nMQTT_FORMAT={format}\n"),
+        )
+        .unwrap();
+        publish(&broker, "envoy/command/reload", "", &[]);
+        // A reload runs at most every 10 s.
+        let ok = sub.wait_until(Duration::from_secs(20), |s| check(s, from, template, json));
+        assert!(ok, "{format}: {}", d.stderr());
+    }
+}
+
+#[test]
+fn a_hung_envoy_makes_its_entities_unavailable_and_back() {
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let sub = Subscriber::start(&broker, &[]);
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("DATA_INTERVAL_SECONDS", "5"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&env), &[]);
+    let topic = "envoy/122238082763/envoy";
+    let says = |s: &[Seen], what: &str| s.iter().any(|m| m.topic == topic && m.payload == what);
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| says(s, "online")),
+        "{}",
+        d.stderr()
+    );
+    let config = sub
+        .last("homeassistant/sensor/envoy2mqtt_122238082763/prod_eim_wNow/config")
+        .unwrap()
+        .1;
+    assert!(config.contains(r#""availability_mode":"all""#), "{config}");
+    assert!(config.contains(topic), "{config}");
+    // The Envoy hangs: every answer comes after the 10 s budget. Three failed polls (the
+    // README's number) make it offline: 10 s each, back-off 1 + 2 s between them.
+    let polls = || c.count("GET /ivp/meters/readings");
+    c.lock().faults.delay = Duration::from_secs(11);
+    let hung = polls();
+    assert!(
+        sub.wait_until(Duration::from_secs(60), |s| says(s, "offline")),
+        "{}",
+        d.stderr()
+    );
+    assert!(
+        polls() - hung <= 3,
+        "offline within 3 polls: {}",
+        polls() - hung
+    );
+    c.lock().faults.delay = Duration::ZERO;
+    let online_again = |s: &[Seen]| {
+        let last = s.iter().rev().find(|m| m.topic == topic);
+        last.is_some_and(|m| m.payload == "online")
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(60), online_again),
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(sub.last("envoy/122238082763/status").unwrap().1, "online");
 }
 
 // ---------------------------------------------------------------------------------------
