@@ -433,13 +433,13 @@ impl Service<'_> {
         let snap: Snapshot = match result {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.note_error(&e);
-                let h = health(
-                    &self.envoy,
-                    &self.errors,
-                    self.last_sync,
-                    Some(self.next_sync()),
-                );
+                // The loop records the error; the status already carries it.
+                let mut errors = self.errors.clone();
+                let text = e.to_string();
+                if errors.last() != Some(&text) {
+                    errors.push(text);
+                }
+                let h = health(&self.envoy, &errors, self.last_sync, Some(self.next_sync()));
                 self.publish(&[p.status(false, &h)])?;
                 return Err(e);
             }

@@ -654,11 +654,15 @@ fn unauthorized_storm_logs_in_once_per_backoff_period() {
         1,
         "one cloud login in the backoff period"
     );
+    // The next data poll (raw ticks never ask the cloud) meets the rate limit.
     assert!(
-        d.stderr().contains("the next login is allowed at"),
+        d.wait_until(Duration::from_secs(20), |d| d
+            .stderr()
+            .contains("the next login is allowed at")),
         "{}",
         d.stderr()
     );
+    assert_eq!(c.count("POST /login"), 1);
 
     // The fault ends: the bridge recovers within a poll or two of its back-off.
     c.lock().faults.unauthorized = 0;
@@ -1471,7 +1475,9 @@ fn service_publishes_raw_unretained_data_retained_and_availability() {
         .unwrap()
         .1;
     assert!(
-        config.contains(r#""availability_topic":"envoy/122238082763/status""#),
+        config.contains(
+            r#""availability":[{"topic":"envoy/122238082763/status"},{"topic":"envoy/122238082763/envoy"}],"availability_mode":"all""#
+        ),
         "{config}"
     );
 
