@@ -84,7 +84,7 @@ impl Cloud {
         let (status, body) = read(response, "the Enlighten login")?;
         if status == 401 || status == 403 {
             return Err(Error::Token(format!(
-                "Enlighten refused the login of {username} (HTTP {status}); check ENPHASE_USERNAME and ENPHASE_PASSWORD"
+                "Enlighten refused the login (HTTP {status}); check ENPHASE_USERNAME and ENPHASE_PASSWORD"
             )));
         }
         if status != 200 {
@@ -96,7 +96,7 @@ impl Cloud {
             .map_err(Error::Token)?
             .ok_or_else(|| {
                 Error::Token(format!(
-                    "the Enlighten account {username} asks for a second factor (MFA), which envoy2mqtt \
+                    "the Enlighten account (ENPHASE_USERNAME) asks for a second factor (MFA), which envoy2mqtt \
                      cannot answer; create a token at https://entrez.enphaseenergy.com for serial {serial} \
                      and set it as ENVOY_TOKEN"
                 ))

@@ -962,6 +962,8 @@ fn interval(
         Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => {
             Some(Duration::from_secs_f64(secs))
         }
+        // A number, but far too large (1e9) or negative: out of range, not "not a duration".
+        Ok(secs) if !secs.is_nan() => Some(Duration::MAX),
         Ok(_) => None,
         Err(_) => humantime::parse_duration(value).ok(),
     };
@@ -1244,7 +1246,7 @@ mod tests {
             (
                 &[("DATA_INTERVAL_SECONDS", "-5")],
                 "DATA_INTERVAL_SECONDS",
-                "not a duration",
+                "out of range",
             ),
             (&[("HA_DISCOVERY", "nope")], "HA_DISCOVERY", "true or false"),
             (
@@ -1483,5 +1485,21 @@ mod tests {
             let got = interval("X", text, Duration::from_millis(100), true).unwrap();
             assert_eq!(got.map(|d| d.as_millis() as u64), want, "{text}");
         }
+        for (text, words) in [
+            ("1e9", "out of range"),
+            ("-5", "out of range"),
+            ("2d", "out of range"),
+            ("50ms", "out of range"),
+            ("often", "not a duration"),
+            ("NaN", "not a duration"),
+        ] {
+            let e = interval("X", text, Duration::from_millis(100), true).unwrap_err();
+            assert!(e.to_string().contains(words), "{text}: {e}");
+        }
+        let e = config(&[("TZ", "Europe/Pariss")]).unwrap_err().to_string();
+        assert!(
+            e.contains("neither a POSIX TZ string") && !e.contains("integer"),
+            "{e}"
+        );
     }
 }

@@ -69,17 +69,29 @@ pub struct Envoy {
 }
 
 fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
+    let text = e.to_string();
+    let https = url.starts_with("https://");
     let hint = match &e {
-        ureq::Error::Timeout(_) => {
-            "the Envoy is slow or busy (it restarts around 23:00 every night)"
+        _ if https && (text.contains("InvalidContentType") || text.contains("corrupt message")) => {
+            "the server at ENVOY_HOST answered without TLS: an Envoy before firmware 7 wants http://, otherwise check the address and port"
         }
-        ureq::Error::HostNotFound => "check ENVOY_HOST (try its IP address)",
+        _ if !https
+            && (text.contains("http parse fail") || text.contains("invalid HTTP version")) =>
+        {
+            "the server at ENVOY_HOST speaks TLS: write ENVOY_HOST=https://..."
+        }
+        ureq::Error::Timeout(_) => {
+            "the Envoy did not answer in time: it may be busy (it restarts around 23:00 every night), or nothing at ENVOY_HOST speaks HTTPS"
+        }
+        ureq::Error::HostNotFound => {
+            "the name in ENVOY_HOST does not resolve: give the Envoy's IP address (a static build has no mDNS for .local names)"
+        }
         ureq::Error::ConnectionFailed | ureq::Error::Io(_) => {
             "check that the Envoy is on and ENVOY_HOST is right"
         }
         _ => "check ENVOY_HOST",
     };
-    Error::Envoy(format!("GET {url}{path} failed: {e}; {hint}"))
+    Error::Envoy(format!("GET {url}{path} failed: {text}; {hint}"))
 }
 
 impl Envoy {
@@ -132,6 +144,12 @@ impl Envoy {
             tend: None,
         };
         let reply = envoy.request("/info", None)?;
+        if reply.status == 400 && envoy.url.starts_with("http://") {
+            return Err(Error::Envoy(format!(
+                "GET {}/info answered HTTP 400: the Envoy wants HTTPS there; write ENVOY_HOST=https://...",
+                envoy.url
+            )));
+        }
         if reply.status != 200 {
             return Err(Error::Envoy(format!(
                 "GET {}/info answered HTTP {}; check that ENVOY_HOST is an Envoy",

@@ -65,6 +65,8 @@ pub struct Session {
     /// Connections the broker accepted (the first one included).
     pub connects: u32,
     client_id: String,
+    /// `MQTT_TLS`, for the error messages.
+    tls: bool,
 }
 
 fn pem_error(name: &str, path: &std::path::Path, e: impl std::fmt::Display) -> Error {
@@ -128,8 +130,31 @@ fn tls(cfg: &MqttConfig) -> Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-/// A broker error in words, with what to check.
-fn explain(server: &str, e: &ConnectionError) -> Error {
+/// A broker error in words, with what to check. `tls`: `MQTT_TLS`; `connecting`: before the
+/// broker accepted the connection (a TLS / plain mismatch shows there).
+fn explain(server: &str, tls: bool, connecting: bool, e: &ConnectionError) -> Error {
+    let text = e.to_string();
+    let closed = [
+        "reset by peer",
+        "EOF",
+        "eof",
+        "closed",
+        "corrupt",
+        "InvalidContentType",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
+    if connecting && closed {
+        return Error::Broker(if tls {
+            format!(
+                "{server} closed the connection during the TLS handshake: that port may not speak TLS; check MQTT_PORT (TLS is usually 8883) or set MQTT_TLS=false"
+            )
+        } else {
+            format!(
+                "{server} closed the connection before answering: if that port expects TLS, set MQTT_TLS=true (and MQTT_CA_CERT); else check that the broker accepts this client"
+            )
+        });
+    }
     Error::Broker(match e {
         ConnectionError::ConnectionRefused(
             ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
@@ -140,7 +165,7 @@ fn explain(server: &str, e: &ConnectionError) -> Error {
             format!("{server} refused the connection ({code:?}); check MQTT_CLIENT_ID")
         }
         ConnectionError::Tls(e) => format!(
-            "TLS with {server} failed ({e}); check MQTT_CA_CERT, and MQTT_CLIENT_CERT and MQTT_CLIENT_KEY for mutual TLS"
+            "TLS with {server} failed ({e}); check MQTT_CA_CERT (the CA that signed the broker's certificate), and MQTT_CLIENT_CERT and MQTT_CLIENT_KEY for mutual TLS"
         ),
         ConnectionError::Io(e) => format!(
             "cannot talk to {server} ({e}); check MQTT_HOST, MQTT_PORT and MQTT_TLS, and that the broker runs"
@@ -212,6 +237,7 @@ impl Session {
             short_sessions: 0,
             connects: 0,
             client_id: client_id.to_string(),
+            tls: cfg.tls,
         })
     }
 
@@ -283,7 +309,7 @@ impl Session {
             }
             match self.connection.recv_timeout(left) {
                 Ok(Ok(event)) => self.handle(event),
-                Ok(Err(e)) => return Err(explain(&self.server, &e)),
+                Ok(Err(e)) => return Err(explain(&self.server, self.tls, true, &e)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(Error::Broker(format!("{}: connection closed", self.server)));
@@ -416,7 +442,10 @@ impl Session {
     fn poll_once(&mut self, wait: Duration) {
         match self.connection.recv_timeout(wait) {
             Ok(Ok(event)) => self.handle(event),
-            Ok(Err(e)) => self.back_off(explain(&self.server, &e).to_string()),
+            Ok(Err(e)) => {
+                let connecting = !self.connected;
+                self.back_off(explain(&self.server, self.tls, connecting, &e).to_string())
+            }
             Err(_) => {}
         }
     }
@@ -511,7 +540,7 @@ impl Session {
             match self.connection.recv_timeout(Duration::from_millis(1)) {
                 Ok(Ok(event)) => self.handle(event),
                 Ok(Err(e)) => {
-                    self.back_off(explain(&self.server, &e).to_string());
+                    self.back_off(explain(&self.server, self.tls, false, &e).to_string());
                     return;
                 }
                 Err(_) => return,

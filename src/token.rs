@@ -209,7 +209,7 @@ impl Keeper {
         self.tried.set(Some(now));
         state::write(&attempt, format!("{now}\n").as_bytes())?;
         log::info!(
-            "asking the Enphase cloud for a token for serial {} as {user}",
+            "asking the Enphase cloud for a token for serial {} (ENPHASE_USERNAME)",
             self.serial
         );
         let text = Cloud::new(&self.cfg)?.token(user, password, &self.serial)?;

@@ -121,8 +121,9 @@ impl Zone {
         {
             return Err(format!("'{text}' is not a time zone file"));
         }
-        let rules = TimeZone::from_posix_tz(text.trim()).map_err(|e| {
-            format!("'{text}' is neither a POSIX TZ string nor a zone in /usr/share/zoneinfo ({e})")
+        // The parser's own words ("cannot parse integer from empty string") help nobody.
+        let rules = TimeZone::from_posix_tz(text.trim()).map_err(|_| {
+            format!("'{text}' is neither a POSIX TZ string nor a zone in /usr/share/zoneinfo")
         })?;
         Ok(Zone {
             rules,

@@ -685,6 +685,11 @@ fn mfa_account_points_to_envoy_token() {
         "{err}"
     );
     assert!(!state.path("token").exists());
+    // The account's e-mail address is in no message and no log line.
+    let status = text(&out.stdout);
+    assert!(status.contains(r#""status":"error""#), "{status}");
+    assert!(!status.contains("owner@example.com"), "{status}");
+    assert!(!err.contains("owner@example.com"), "{err}");
 }
 
 #[test]
@@ -1845,6 +1850,72 @@ fn password_authentication() {
         err.trim().lines().count(),
         1 + err.matches("[INFO]").count(),
         "one line: {err}"
+    );
+}
+
+#[test]
+fn tls_and_plain_mismatches_are_named_for_the_envoy_and_the_broker() {
+    // A plain HTTP server on loopback, as an old Envoy's port 80 is: it answers 400 to
+    // anything, TLS handshakes included. Bounded: it serves at most 4 connections.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain_port = plain.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in plain.incoming().flatten().take(4) {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let e = envoy("7.6.175_with_cts");
+    let state = Tmp::new("state");
+    let envoy_error = |host: &str| {
+        let out = run(
+            &[
+                ("ENVOY_HOST", host),
+                ("ENVOY_TOKEN", &e.token),
+                ("STATE_DIR", state.0.to_str().unwrap()),
+            ],
+            &["--once", "--dry-run"],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        text(&out.stderr)
+    };
+    let err = envoy_error(&format!("https://127.0.0.1:{plain_port}"));
+    assert!(err.contains("answered without TLS"), "{err}");
+    let err = envoy_error(&e.server.url().replace("https://", "http://"));
+    assert!(
+        err.contains("speaks TLS: write ENVOY_HOST=https://"),
+        "{err}"
+    );
+
+    // The broker: TLS to a plain listener, plain to a TLS listener.
+    let pki = Tmp::new("pki");
+    let (ca, cert, key) = sim::ca_signed(&pki.0);
+    let tls_broker = Mosquitto::start(&format!(
+        "allow_anonymous true\ncertfile {}\nkeyfile {}",
+        cert.display(),
+        key.display()
+    ));
+    let plain_broker = Mosquitto::start("allow_anonymous true");
+    let broker_error = |broker: &Mosquitto, more: &[(&'static str, &str)]| {
+        let env = with(bridge_env(&e, broker, &state), more);
+        let out = run(&pairs(&env), &["--once"]);
+        assert_eq!(out.status.code(), Some(1));
+        text(&out.stderr)
+    };
+    let err = broker_error(
+        &plain_broker,
+        &[("MQTT_TLS", "true"), ("MQTT_CA_CERT", ca.to_str().unwrap())],
+    );
+    assert!(err.contains("may not speak TLS"), "{err}");
+    assert!(!err.contains("check MQTT_CA_CERT"), "{err}");
+    let err = broker_error(&tls_broker, &[]);
+    assert!(
+        err.contains("if that port expects TLS, set MQTT_TLS=true"),
+        "{err}"
     );
 }
 
