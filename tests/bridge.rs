@@ -2321,7 +2321,53 @@ fn discovery_payloads_pass_home_assistant_rules() {
                                 .any(|end| topic.ends_with(end)))
                 })
                 .count();
+            // One entity per value, and the Envoy's connection (the service's, not cron's).
             assert_eq!(configs.len(), data, "{variant}: one entity per value");
+            let shown: Vec<&str> = configs
+                .iter()
+                .filter(|l| !l.contains(r#""enabled_by_default":false"#))
+                .map(|l| l.split('/').nth(3).unwrap())
+                .collect();
+            let want: &[&str] = match variant {
+                "5.0.62" => &[
+                    "prod_eim_wNow",
+                    "prod_eim_kwhLifetime",
+                    "production_daily",
+                    "timestamp_text",
+                ],
+                "8.3.5433_tot_is_net_cons" => &[
+                    "prod_eim_wNow",
+                    "conso_net_eim_wNow",
+                    "conso_all_eim_wNow",
+                    "prod_eim_kwhLifetime",
+                    "production_daily",
+                    "consumption_daily",
+                    "timestamp_text",
+                ],
+                _ => &[
+                    "prod_eim_wNow",
+                    "conso_net_eim_wNow",
+                    "conso_all_eim_wNow",
+                    "prod_eim_kwhLifetime",
+                    "import_eim_kwhLifetime",
+                    "grid_eim_kwhLifetime",
+                    "production_daily",
+                    "consumption_daily",
+                    "import_daily",
+                    "export_daily",
+                    "timestamp_text",
+                ],
+            };
+            let mut shown_sorted = shown.clone();
+            shown_sorted.sort_unstable();
+            let mut want_sorted = want.to_vec();
+            want_sorted.sort_unstable();
+            if variant != "8.3.5433_tot_is_net_cons" {
+                assert_eq!(
+                    shown_sorted, want_sorted,
+                    "{variant}: the entities shown by default"
+                );
+            }
             for line in configs {
                 let (topic, rest) = line.split_once(" [retained] ").expect("retained");
                 let component = topic.split('/').nth(1).unwrap();
