@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURES ?= tests/fixtures/envoy
 VARIANT ?= 7.6.175_with_cts
 
-.PHONY: help build release test deps lint demo bench soak fuzz clean cross cross-check size ipk deb install
+.PHONY: help build release test deps lint demo bench soak fuzz clean cross cross-check size ipk deb dist install
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -72,7 +72,7 @@ soak: ## an hour of service (memory at 10 against 60 minutes), then Envoy outage
 fuzz: ## every fuzz target for 10 million executions (FUZZ_RUNS to change); nightly
 	scripts/fuzz
 
-cross: ## static musl binaries for x86_64, aarch64, armv7, ARMv6 in build/cross (zig, no Docker)
+cross: ## static musl binaries for x86_64, aarch64, armv7, ARMv6, MIPS (both byte orders) in build/cross (zig, no Docker)
 	scripts/cross
 
 cross-check: ## run each cross binary under qemu-user through the --once smoke test (minutes)
@@ -86,6 +86,9 @@ ipk: ## OpenWrt .ipk packages from the cross binaries, in build/packages
 
 deb: ## Debian .deb packages (amd64, arm64, armhf) from the cross binaries, in build/packages
 	scripts/package deb
+
+dist: ## a reproducible release folder: every binary, .ipk and .deb, TOOLCHAIN and SHA256SUMS, in dist/
+	scripts/dist
 
 PREFIX ?= /usr/local
 install: ## install the binary, the systemd unit and /etc/default/envoy2mqtt (as root; installed disabled)
