@@ -2451,19 +2451,13 @@ fn discovery_comes_before_the_data_when_the_format_changes_both_ways() {
 
 #[test]
 fn a_hung_envoy_makes_its_entities_unavailable_and_back() {
-    let e = envoy("7.6.175_with_cts");
-    let c = e.server.control.clone();
-    let broker = Mosquitto::start("allow_anonymous true");
-    let sub = Subscriber::start(&broker, &[]);
-    let state = Tmp::new("state");
-    let env = with(
-        bridge_env(&e, &broker, &state),
+    let Rig { d, sub, c, .. } = &rig(
+        "7.6.175_with_cts",
         &[
             ("RAW_DATA_INTERVAL_SECONDS", "1"),
             ("DATA_INTERVAL_SECONDS", "5"),
         ],
     );
-    let d = Daemon::start(&pairs(&env), &[]);
     let topic = "envoy/122238082763/envoy";
     let says = |s: &[Seen], what: &str| s.iter().any(|m| m.topic == topic && m.payload == what);
     assert!(
@@ -3483,22 +3477,45 @@ fn envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll() {
     }
 }
 
-#[test]
-fn status_goes_ok_error_ok_across_an_envoy_outage() {
-    let e = envoy("7.6.175_with_cts");
+/// The service against a simulated `variant`, with a real broker and a subscriber that is
+/// in place before the service starts.
+struct Rig {
+    d: Daemon,
+    sub: Subscriber,
+    c: Control,
+    _broker: Mosquitto,
+    _state: Tmp,
+    _e: Envoy,
+}
+
+fn rig(variant: &str, settings: &[(&'static str, &str)]) -> Rig {
+    let e = envoy(variant);
     let c = e.server.control.clone();
     let broker = Mosquitto::start("allow_anonymous true");
     let sub = Subscriber::start(&broker, &[]);
     let state = Tmp::new("state");
-    let env = with(
-        bridge_env(&e, &broker, &state),
+    let env = with(bridge_env(&e, &broker, &state), settings);
+    let d = Daemon::start(&pairs(&env), &[]);
+    Rig {
+        d,
+        sub,
+        c,
+        _broker: broker,
+        _state: state,
+        _e: e,
+    }
+}
+
+#[test]
+fn status_goes_ok_error_ok_across_an_envoy_outage() {
+    let Rig { d, sub, c, .. } = &rig(
+        "7.6.175_with_cts",
         &[
             ("RAW_DATA_INTERVAL_SECONDS", "0"),
             ("DATA_INTERVAL_SECONDS", "1"),
             ("HA_DISCOVERY", "false"),
         ],
     );
-    let d = Daemon::start(&pairs(&env), &[]);
     let statuses = |s: &[Seen]| -> Vec<String> {
         s.iter()
             .filter(|m| m.topic == "envoy/status")
