@@ -1817,6 +1817,19 @@ fn a_closed_standard_output_ends_a_dry_run_quietly() {
         "{}",
         text(&out.stderr)
     );
+    // And the issue's own words: `--once --dry-run | head -1`.
+    let once = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' --once --dry-run | head -1",
+            env!("CARGO_BIN_EXE_envoy2mqtt")
+        ))
+        .env("ENVOY_HOST", e.server.url())
+        .env("ENVOY_TOKEN", &e.token)
+        .env("STATE_DIR", state.0.to_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(once.status.code(), Some(0), "{}", text(&once.stderr));
 }
 
 #[test]
