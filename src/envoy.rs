@@ -35,7 +35,7 @@ pub struct Reply {
 }
 
 /// How requests are authenticated.
-enum Session {
+enum Auth {
     /// Firmware before 7: no token.
     Open,
     /// Token known, not yet exchanged for a cookie.
@@ -57,7 +57,7 @@ pub struct Envoy {
     pub info: Info,
     pub serial: String,
     keeper: Keeper,
-    session: Option<Session>,
+    session: Option<Auth>,
     meters: Option<(Vec<Meter>, Instant)>,
     unlisted: BTreeSet<u64>,
     told_unmetered: bool,
@@ -245,8 +245,8 @@ impl Envoy {
     /// The token in use, if any (for reports).
     pub fn token(&self) -> Option<&Token> {
         match self.session.as_ref()? {
-            Session::Open => None,
-            Session::Token(t) | Session::Cookie(t, _) | Session::Bearer(t) => Some(t),
+            Auth::Open => None,
+            Auth::Token(t) | Auth::Cookie(t, _) | Auth::Bearer(t) => Some(t),
         }
     }
 
@@ -266,7 +266,7 @@ impl Envoy {
         );
         match self.keeper.renew_early() {
             // The next request checks the new token with the Envoy.
-            Ok(new) => self.session = Some(Session::Token(new)),
+            Ok(new) => self.session = Some(Auth::Token(new)),
             Err(e) => log::warn!(
                 "{e}; the current token stays (valid until {})",
                 token::date(token.claims.exp)
@@ -277,13 +277,13 @@ impl Envoy {
     /// Makes sure requests can be authenticated: token, then `sessionId` cookie.
     fn open_session(&mut self) -> Result<()> {
         let token = match self.session.take() {
-            Some(Session::Token(t)) => t,
+            Some(Auth::Token(t)) => t,
             Some(s) => {
                 self.session = Some(s);
                 return Ok(());
             }
             None if !self.needs_token() => {
-                self.session = Some(Session::Open);
+                self.session = Some(Auth::Open);
                 return Ok(());
             }
             None => self.keeper.current()?,
@@ -304,7 +304,7 @@ impl Envoy {
             reply = self.check(&token)?;
         }
         if reply.status != 200 {
-            self.session = Some(Session::Token(token));
+            self.session = Some(Auth::Token(token));
             return Err(Error::Token(format!(
                 "the Envoy answered HTTP {} to /auth/check_jwt; check that the token was made for serial {}",
                 reply.status, self.serial
@@ -322,8 +322,8 @@ impl Envoy {
                     .map(str::to_string)
             });
         self.session = Some(match cookie {
-            Some(c) => Session::Cookie(token, c),
-            None => Session::Bearer(token),
+            Some(c) => Auth::Cookie(token, c),
+            None => Auth::Bearer(token),
         });
         Ok(())
     }
@@ -337,9 +337,9 @@ impl Envoy {
 
     fn auth_header(&self) -> Option<(&'static str, String)> {
         match self.session.as_ref()? {
-            Session::Open | Session::Token(_) => None,
-            Session::Cookie(_, c) => Some(("Cookie", format!("sessionId={c}"))),
-            Session::Bearer(t) => Some(("Authorization", format!("Bearer {}", t.jwt.expose()))),
+            Auth::Open | Auth::Token(_) => None,
+            Auth::Cookie(_, c) => Some(("Cookie", format!("sessionId={c}"))),
+            Auth::Bearer(t) => Some(("Authorization", format!("Bearer {}", t.jwt.expose()))),
         }
     }
 
@@ -351,13 +351,13 @@ impl Envoy {
         let reply = self.request(path, auth)?;
         // Without a token there is nothing to renew: old firmware answers 401 to some
         // endpoints it does not serve to anyone (D3.18 to /ivp/meters).
-        if reply.status != 401 || matches!(self.session, Some(Session::Open)) {
+        if reply.status != 401 || matches!(self.session, Some(Auth::Open)) {
             return Ok(reply);
         }
         log::warn!("the Envoy answered 401 to {path}: opening a new session");
         self.session = match self.session.take() {
-            Some(Session::Cookie(t, _) | Session::Bearer(t) | Session::Token(t)) => {
-                Some(Session::Token(t))
+            Some(Auth::Cookie(t, _) | Auth::Bearer(t) | Auth::Token(t)) => {
+                Some(Auth::Token(t))
             }
             other => other,
         };

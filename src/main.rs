@@ -2,17 +2,20 @@
 //! what it measures to MQTT. Synchronous, one thread.
 //!
 //! Code map, in the order data flows (Envoy → readings → ledger → messages → output):
-//! - [`cli`]: the command line; [`config`]: every setting, validated once; [`error`]: the
-//!   one error type, whose kind decides the exit code.
+//! - [`cli`]: the command line; [`config`]: every setting, validated once (it also checks
+//!   that the PEM files and the zone it names can be read); [`error`]: the one error type,
+//!   whose kind decides the exit code.
 //! - Edges that do I/O: [`envoy`] (the HTTPS client, with [`connector`] and [`certificate`]
 //!   for the self-signed certificate, [`token`] and [`cloud`] for the JWT), [`mqtt`] (the
-//!   broker session), [`state`] (0600 files in `STATE_DIR`), [`archive`] (where the ledger
-//!   is kept between runs), [`bridge`] (the loop, signals, `--once`), [`check`] and [`diagnose`] (the reports).
+//!   broker session), [`state`] (0600 files in `STATE_DIR`, read-only for `--dry-run` and
+//!   `--check`), [`archive`] (where the ledger is kept between runs), [`bridge`] (the loop,
+//!   signals, `--once`), [`check`] and [`diagnose`] (the reports), [`zone`] (reads the
+//!   system's time zone; its date arithmetic is pure).
 //! - The pure core: [`info`] (`/info` XML), [`jwt`] (token claims), [`json`] (all JSON),
-//!   [`reading`] (meters and readings → fields), [`ledger`] (daily, monthly, yearly energy),
-//!   [`zone`] (local days in `TZ`), [`tariff`] (off-peak windows), [`message`] (fields →
-//!   topics and payloads, status), [`discovery`] (Home Assistant), [`command`] (incoming
-//!   commands).
+//!   [`source`] (where production comes from, layout by layout), [`reading`] (meters and
+//!   readings → fields), [`ledger`] (daily, monthly, yearly energy), [`tariff`] (off-peak
+//!   windows), [`message`] (fields → topics and payloads, status), [`discovery`] (Home
+//!   Assistant), [`command`] (incoming commands).
 //!
 //! The modules are in the library (`lib.rs`), so that the fuzz targets reach the parsers;
 //! `main` only parses, runs and maps errors to exit codes: 0 ok, 1 runtime, 2 configuration.
