@@ -356,9 +356,7 @@ impl Envoy {
         }
         log::warn!("the Envoy answered 401 to {path}: opening a new session");
         self.session = match self.session.take() {
-            Some(Auth::Cookie(t, _) | Auth::Bearer(t) | Auth::Token(t)) => {
-                Some(Auth::Token(t))
-            }
+            Some(Auth::Cookie(t, _) | Auth::Bearer(t) | Auth::Token(t)) => Some(Auth::Token(t)),
             other => other,
         };
         self.open_session()?;

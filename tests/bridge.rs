@@ -184,7 +184,7 @@ impl Daemon {
             if done(self) {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50)); // polling, bounded by `limit`
         }
         done(self)
     }
@@ -1098,7 +1098,7 @@ fn wait_for_port(port: u16) {
             start.elapsed() < Duration::from_secs(10),
             "mosquitto did not start on {port}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20)); // polling the port, bounded above
     }
 }
 
@@ -1290,7 +1290,7 @@ impl Subscriber {
             if start.elapsed() >= limit {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50)); // polling, bounded by `limit`
         }
     }
 
@@ -1543,7 +1543,7 @@ fn sixty_seconds_of_raw_ticks_without_drift() {
     );
     let _d = Daemon::start(&pairs(&env), &[]);
     let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(60)); // the window measured: 60 s of 1 Hz ticks
     let seen = sub.seen();
     let window: Vec<&Seen> = seen
         .iter()
@@ -1597,7 +1597,6 @@ fn broker_restart_brings_back_availability_and_retained_state() {
     }));
     drop(sub);
     broker.restart(); // no persistence: every retained message is gone
-    std::thread::sleep(Duration::from_secs(3));
     let late = Subscriber::start(&broker, &[]);
     let retained_data = |s: &[Seen]| {
         s.iter()
@@ -1636,7 +1635,8 @@ fn sync_command_polls_now_and_is_rate_limited() {
     let d = Daemon::start(&pairs(&env), &[]);
     let polls = || c.count("GET /api/v1/production");
     assert!(d.wait_until(Duration::from_secs(8), |_| polls() == 1));
-    std::thread::sleep(Duration::from_millis(500));
+    let first = |s: &[Seen]| s.iter().any(|m| m.topic.ends_with("/data/prod_eim_wNow"));
+    assert!(sub.wait_until(Duration::from_secs(5), first));
     let before = sub.seen().len();
     let asked = Instant::now();
     publish(&broker, "envoy/command/sync", "", &[]);
@@ -1648,17 +1648,22 @@ fn sync_command_polls_now_and_is_rate_limited() {
     println!("sync answered in {} ms", asked.elapsed().as_millis());
     assert_eq!(polls(), 2);
 
-    // 100 commands in a second: at most one more poll in the 10 s period.
+    // 100 commands in a second: one more poll, at the end of the 10 s period, and no other.
     for i in 0..100 {
         publish(&broker, "envoy/command/sync", &i.to_string(), &[]);
     }
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(polls() <= 3, "{} polls", polls());
-    publish(&broker, "envoy/command/nonsense", "boom", &[]);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.wait_until(Duration::from_secs(15), |_| polls() >= 3));
+    let third = asked.elapsed();
     assert!(
-        d.stderr()
-            .contains("ignored unknown command or message: envoy/command/nonsense"),
+        third >= Duration::from_secs(9),
+        "the third poll came after {third:?}"
+    );
+    assert_eq!(polls(), 3, "one poll for 100 commands");
+    publish(&broker, "envoy/command/nonsense", "boom", &[]);
+    assert!(
+        d.wait_until(Duration::from_secs(5), |d| d.stderr().contains(
+            "ignored unknown command or message: envoy/command/nonsense"
+        )),
         "{}",
         d.stderr()
     );
@@ -2824,7 +2829,7 @@ fn kill_9_at_random_moments_never_corrupts_or_double_counts() {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let pause = Duration::from_millis(20 + (seed >> 33) % 300);
         let d = Daemon::start(&pairs(&c.env), &[]);
-        std::thread::sleep(pause);
+        std::thread::sleep(pause); // the fault: a kill at a pseudo-random moment
         drop(d); // SIGKILL
         files += usize::from(check_state_file(&file).is_some());
     }
@@ -3387,10 +3392,12 @@ fn broker_killed_and_restarted_20_times() {
         ],
     );
     let mut d = Daemon::start(&pairs(&env), &[]);
-    std::thread::sleep(Duration::from_secs(2));
+    assert!(d.wait_until(Duration::from_secs(10), |d| {
+        d.stderr().contains("connected to broker")
+    }));
     for _ in 0..20 {
         broker.restart();
-        std::thread::sleep(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(600)); // the fault's pace: a restart every 0.6 s
     }
     let restarted = Instant::now();
     let sub = Subscriber::start(&broker, &[]);
@@ -3470,7 +3477,7 @@ fn envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll() {
         let seconds = seconds * scale;
         on(&mut c.lock().faults);
         let during = readings();
-        std::thread::sleep(Duration::from_secs(seconds));
+        std::thread::sleep(Duration::from_secs(seconds)); // the outage's length
         off(&mut c.lock().faults);
         let (asked, lines) = (readings() - during, raw_lines(&d));
         let cleared = readings();
@@ -3615,8 +3622,8 @@ fn a_slow_envoy_never_makes_the_availability_lie() {
         s.faults.unauthorized = 2; // the session, then the token
         s.tokens.clear();
     }
-    // The fault's length: 2 minutes of slow answers, as the Envoy's nightly busy spell.
-    std::thread::sleep(Duration::from_secs(120));
+    // 2 minutes of slow answers, as the Envoy's nightly busy spell.
+    std::thread::sleep(Duration::from_secs(120)); // the fault's length
     let during = raw(&sub.seen());
     c.lock().faults.delay = Duration::ZERO;
     assert!(
@@ -3693,8 +3700,7 @@ fn one_client_id_for_two_clients_is_named_and_backed_off() {
     assert!(named(&a) || named(&b), "{}\n{}", a.stderr(), b.stderr());
     let connects = |d: &Daemon| d.stderr().matches("connected to broker").count();
     let before = connects(&a) + connects(&b);
-    // The window the rate is measured over.
-    std::thread::sleep(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(30)); // the window the rate is measured over
     let during = connects(&a) + connects(&b) - before;
     println!("two clients with one id: {during} connections in 30 s");
     assert!(during <= 10, "{during} connections in 30 s: {}", a.stderr());
@@ -3723,7 +3729,7 @@ fn zero_and_backwards_counters_never_make_a_day_negative_or_count_twice() {
         sim::Counters::Advancing,
     ] {
         c.lock().faults.counters = counters;
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_secs(2)); // each phase of the fault: 2 s of polls
     }
     let today: Vec<f64> = d
         .stdout()
@@ -3787,11 +3793,11 @@ fn wall_clock_jumping_an_hour_forward_and_back_loses_and_doubles_nothing() {
     };
     assert!(d.wait_until(Duration::from_secs(10), |d| today(d).is_some()));
     let first = lifetime(&d).unwrap() - today(&d).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2)); // the clock's phases: 2 s of polls each
     set(noon + 3600 + 2);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2)); // an hour ahead
     set(noon + 4);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2)); // and back
     let counted = today(&d).unwrap();
     let increase = lifetime(&d).unwrap() - first;
     println!(
@@ -3845,7 +3851,9 @@ fn service_keeps_secrets_out_of_logs_argv_and_messages_and_tightens_widened_file
             .unwrap()
             .success()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    assert!(d.wait_until(Duration::from_secs(10), |d| {
+        d.stderr().contains("configuration reloaded")
+    }));
     let cmdline = text(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap());
     let log = d.stderr();
     drop(d);
