@@ -193,6 +193,16 @@ impl Daemon {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// How many data polls a `--dry-run` service has printed.
+    fn data_polls(&self) -> usize {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("/data/timestamp "))
+            .count()
+    }
+
     fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
@@ -592,12 +602,7 @@ fn a_running_service_renews_a_token_20_days_from_its_end_at_the_next_data_poll()
         ],
     );
     let d = Daemon::start(&pairs(&env), &["--dry-run"]);
-    let polls = |d: &Daemon| {
-        d.stdout()
-            .iter()
-            .filter(|l| l.contains("/data/timestamp "))
-            .count()
-    };
+    let polls = Daemon::data_polls;
     assert!(
         d.wait_until(Duration::from_secs(10), |d| polls(d) >= 1),
         "{}",
@@ -2159,12 +2164,7 @@ fn dry_run_and_check_write_nothing() {
         &pairs(&with(other_env.clone(), &[("DATA_INTERVAL_SECONDS", "1")])),
         &["--dry-run"],
     );
-    let polls = |d: &Daemon| {
-        d.stdout()
-            .iter()
-            .filter(|l| l.contains("/data/timestamp "))
-            .count()
-    };
+    let polls = Daemon::data_polls;
     assert!(
         d.wait_until(Duration::from_secs(10), |d| polls(d) >= 2),
         "{}",
