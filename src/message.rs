@@ -217,24 +217,24 @@ pub struct Health {
 }
 
 impl Publisher {
-    /// `P/S/status`: `online` / `offline`, retained (the last will is the `offline` one).
-    pub fn availability(&self, online: bool) -> Message {
+    /// `P/S/{name}`: `online` / `offline`, retained.
+    fn online(&self, name: &str, online: bool) -> Message {
         Message {
-            topic: format!("{}/{}/status", self.prefix, self.serial),
+            topic: self.topic("", name),
             payload: if online { "online" } else { "offline" }.to_string(),
             retain: true,
             live: false,
         }
     }
 
-    /// `P/S/envoy`: `online` / `offline`, retained: whether the Envoy answers.
+    /// `P/S/status`: whether the bridge runs (the last will is the `offline` one).
+    pub fn availability(&self, online: bool) -> Message {
+        self.online("status", online)
+    }
+
+    /// `P/S/envoy`: whether the Envoy answers.
     pub fn envoy(&self, online: bool) -> Message {
-        Message {
-            topic: format!("{}/{}/envoy", self.prefix, self.serial),
-            payload: if online { "online" } else { "offline" }.to_string(),
-            retain: true,
-            live: false,
-        }
+        self.online("envoy", online)
     }
 
     /// `P/status`: JSON, retained; `ok` tells whether the last poll worked.
