@@ -9,16 +9,17 @@
 //! moment). `--dry-run` never writes it.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::ledger::{self, Counters, Ledger, Note, SENSORS};
 use crate::message::{Message, Publisher};
+use crate::output::Output;
 use crate::reading::Field;
 use crate::tariff::Window;
 use crate::zone::{Date, Zone};
-use crate::{json, state};
+use crate::{json, state, topic};
 
 const FILE: &str = "ledger.json";
 
@@ -139,13 +140,13 @@ impl Archive {
     /// envoy2mqtt's `_00h` and `_yesterday` references, and nothing else), and the probe
     /// topic that marks the end of them.
     pub fn restore_topics(p: &Publisher) -> (Vec<String>, String) {
-        let base = format!("{}/{}", p.prefix, p.serial);
-        let mut topics = vec![format!("{base}/ledger")];
+        let (prefix, serial) = (&p.prefix, &p.serial);
+        let mut topics = vec![topic::ledger(prefix, serial)];
         for s in SENSORS {
-            topics.push(format!("{base}/data/{s}_whLifetime_00h"));
-            topics.push(format!("{base}/data/{s}_yesterday"));
+            topics.push(topic::data(prefix, serial, &format!("{s}_whLifetime_00h")));
+            topics.push(topic::data(prefix, serial, &format!("{s}_yesterday")));
         }
-        (topics, format!("{base}/ledger/probe"))
+        (topics, topic::probe(prefix, serial))
     }
 
     /// Whether there is no ledger yet and the broker's retained state, which may hold it,
@@ -243,7 +244,7 @@ impl Archive {
         };
         let today = l.today.date;
         let value = |name: String, date: Date| {
-            let topic = format!("{}/{}/data/{name}", p.prefix, p.serial);
+            let topic = topic::data(&p.prefix, &p.serial, &name);
             let (_, payload) = retained.iter().find(|(t, _)| *t == topic)?;
             let (v, d) = json::dated_number(&String::from_utf8_lossy(payload))?;
             // A dated value must be of the right day; a bare one (the original's) is checked
@@ -309,4 +310,32 @@ impl Archive {
             f
         })
     }
+}
+
+/// The longest wait for the broker's retained ledger at start (the probe usually ends it
+/// within milliseconds).
+const RESTORE_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens the ledger: the state file, or the broker's retained copy if that is newer.
+/// `--once` writes the file before it publishes, so with a file it skips the broker.
+pub fn load(
+    config: &Config,
+    p: &Publisher,
+    out: &mut dyn Output,
+    once: bool,
+    dry_run: bool,
+) -> Result<Archive> {
+    let mut archive = Archive::open(config, dry_run)?;
+    if !(once && archive.has_file()) {
+        restore(&mut archive, p, out);
+    }
+    Ok(archive)
+}
+
+/// Reads the broker's retained ledger (and the original envoy2mqtt's references) into
+/// `archive`; until that worked once, a ledger without a file waits rather than starting
+/// fresh over what the broker keeps.
+pub fn restore(archive: &mut Archive, p: &Publisher, out: &mut dyn Output) {
+    let (topics, probe) = Archive::restore_topics(p);
+    archive.adopt(p, out.retained(&topics, &probe, RESTORE_WAIT));
 }

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use crate::config::{Config, Sources, hex};
 use crate::envoy::Envoy;
 use crate::error::Result;
+use crate::mqtt::Session;
 use crate::reading;
 use crate::token::{self, Source};
 
@@ -29,7 +30,7 @@ pub fn run(config: &Config, sources: &Sources) -> Result<bool> {
             false
         }
     };
-    let broker = crate::bridge::check_broker(config);
+    let broker = check_broker(config);
     let line = match &broker {
         Ok(line) => line.clone(),
         Err(e) => format!("FAILED: {e}"),
@@ -115,4 +116,18 @@ fn envoy_report(config: &Config, out: &mut String) -> Result<()> {
         let _ = writeln!(out, "    {:<22} {} W", f.name, crate::json::number(f.value));
     }
     Ok(())
+}
+
+/// `--check`'s broker line: connects and disconnects cleanly.
+pub fn check_broker(config: &Config) -> Result<String> {
+    let id = format!("envoy2mqtt-check-{}", std::process::id());
+    let mut session = Session::new(&config.mqtt, &id, None, Vec::new())?;
+    session.connect()?;
+    session.close(&[])?;
+    Ok(format!(
+        "{}:{}{} accepted the connection",
+        config.mqtt.host,
+        config.mqtt.port,
+        if config.mqtt.tls { " (TLS)" } else { "" }
+    ))
 }

@@ -2,6 +2,8 @@
 //! `P/command/reload`, and Home Assistant's birth message. Pure: topic and payload in,
 //! a [`Command`] out; any payload is accepted, unknown topics are reported as such.
 
+use crate::topic;
+
 /// What an incoming message asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -17,9 +19,9 @@ pub enum Command {
 
 /// The topics to subscribe to.
 pub fn subscriptions(prefix: &str, ha_prefix: Option<&str>) -> Vec<String> {
-    let mut topics = vec![format!("{prefix}/command/+")];
+    let mut topics = vec![topic::commands(prefix)];
     if let Some(ha) = ha_prefix {
-        topics.push(format!("{ha}/status"));
+        topics.push(topic::home_assistant(ha));
     }
     topics
 }
@@ -27,7 +29,7 @@ pub fn subscriptions(prefix: &str, ha_prefix: Option<&str>) -> Vec<String> {
 /// Classifies one incoming message.
 pub fn parse(prefix: &str, ha_prefix: Option<&str>, topic: &str, payload: &[u8]) -> Command {
     if let Some(ha) = ha_prefix {
-        if topic.strip_prefix(ha) == Some("/status") {
+        if topic == topic::home_assistant(ha) {
             return if payload.trim_ascii() == b"online" {
                 Command::HomeAssistantOnline
             } else {
@@ -35,10 +37,7 @@ pub fn parse(prefix: &str, ha_prefix: Option<&str>, topic: &str, payload: &[u8])
             };
         }
     }
-    match topic
-        .strip_prefix(prefix)
-        .and_then(|t| t.strip_prefix("/command/"))
-    {
+    match topic::command(prefix, topic) {
         Some("sync") => Command::Sync,
         Some("reload") => Command::Reload,
         _ => Command::Unknown(topic.to_string()),

@@ -17,6 +17,7 @@ use crate::config::Format;
 use crate::json;
 use crate::message::Message;
 use crate::reading::{Field, Unit};
+use crate::topic;
 
 /// How Home Assistant should show one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +182,7 @@ impl Device {
 
     /// `P/S/envoy`: `online` while the Envoy answers, `offline` after a few failed polls.
     pub fn envoy_topic(&self) -> String {
-        format!("{}/{}/envoy", self.prefix, self.serial)
+        topic::envoy(&self.prefix, &self.serial)
     }
 
     /// Where an entity's availability comes from: none from cron (`expire_after` does it);
@@ -191,7 +192,7 @@ impl Device {
         if self.expire_after.is_some() {
             return Vec::new();
         }
-        let mut topics = vec![format!("{}/{}/status", self.prefix, self.serial)];
+        let mut topics = vec![topic::availability(&self.prefix, &self.serial)];
         if envoy_value {
             topics.push(self.envoy_topic());
         }
@@ -200,11 +201,7 @@ impl Device {
 
     /// The config topic of a field.
     pub fn config_topic(&self, component: &str, field: &str) -> String {
-        format!(
-            "{}/{component}/{}/{field}/config",
-            self.ha_prefix,
-            self.node()
-        )
+        topic::discovery(&self.ha_prefix, component, &self.node(), field)
     }
 }
 
@@ -226,7 +223,7 @@ pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
                     device.serial,
                     id.to_lowercase()
                 ),
-                state_topic: format!("{}/{}/{}", device.prefix, device.serial, path(field)),
+                state_topic: topic::device(&device.prefix, &device.serial, &path(field)),
                 // Always a template: Home Assistant keeps the old one when a config without
                 // one replaces it (a switch of MQTT_FORMAT would freeze every sensor).
                 value_template: Some(value_template(device.format)),

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::certificate::{self, Verifier};
 use crate::config::{Config, EnvoyConfig, TlsVerify};
@@ -14,6 +14,7 @@ use crate::connector::EnvoyTls;
 use crate::error::{Error, Result};
 use crate::info::{self, Info};
 use crate::json;
+use crate::message::Health;
 use crate::reading::{self, Inverters, Meter, Snapshot};
 use crate::source::{self, Source, V1};
 use crate::token::{self, Keeper, Token};
@@ -552,6 +553,22 @@ impl Envoy {
         let snap = reading::snapshot(&meters, &readings, None);
         self.note_unknown(&snap);
         Ok(snap)
+    }
+
+    /// What `P/status` says about this Envoy, with the recent `errors`.
+    pub fn health(
+        &self,
+        errors: &[String],
+        last_sync: Option<SystemTime>,
+        next_sync: Option<SystemTime>,
+    ) -> Health {
+        Health {
+            last_sync,
+            next_sync,
+            errors: errors.to_vec(),
+            firmware: Some(self.info.firmware.clone()),
+            token_expires: self.token().map(|t| t.claims.exp),
+        }
     }
 
     /// The fingerprint of the certificate the Envoy presented, for reports.

@@ -2,20 +2,24 @@
 //! what it measures to MQTT. Synchronous, one thread.
 //!
 //! Code map, in the order data flows (Envoy → readings → ledger → messages → output):
-//! - [`cli`]: the command line; [`config`]: every setting, validated once (it also checks
-//!   that the PEM files and the zone it names can be read); [`error`]: the one error type,
-//!   whose kind decides the exit code.
+//! - Start: [`cli`] (the command line), [`config`] (every setting, validated once; it also
+//!   reads the PEM files and the zone it names, so a bad one is a configuration error),
+//!   [`error`] (the one error type, whose kind decides the exit code).
+//! - The runs: [`service`] (the loop: ticks, commands, reloads), with [`schedule`] (tick and
+//!   back-off arithmetic, pure) and [`signal`] (SIGTERM, SIGHUP); [`once`] (`--once`);
+//!   [`check`] and [`diagnose`] (the reports).
 //! - Edges that do I/O: [`envoy`] (the HTTPS client, with [`connector`] and [`certificate`]
-//!   for the self-signed certificate, [`token`] and [`cloud`] for the JWT), [`mqtt`] (the
-//!   broker session), [`state`] (0600 files in `STATE_DIR`, read-only for `--dry-run` and
-//!   `--check`), [`archive`] (where the ledger is kept between runs), [`bridge`] (the loop,
-//!   signals, `--once`), [`check`] and [`diagnose`] (the reports), [`zone`] (reads the
-//!   system's time zone; its date arithmetic is pure).
-//! - The pure core: [`info`] (`/info` XML), [`jwt`] (token claims), [`json`] (all JSON),
-//!   [`source`] (where production comes from, layout by layout), [`reading`] (meters and
-//!   readings → fields), [`ledger`] (daily, monthly, yearly energy), [`tariff`] (off-peak
-//!   windows), [`message`] (fields → topics and payloads, status), [`discovery`] (Home
-//!   Assistant), [`command`] (incoming commands).
+//!   for the self-signed certificate, [`token`] and [`cloud`] for the JWT); [`output`]
+//!   (where messages go: the broker or stdout) over [`mqtt`] (the MQTT session), [`link`]
+//!   (its socket, plain or TLS) and [`packet`] (the PUBLISH encoder, pure); [`state`] (0600
+//!   files in `STATE_DIR`, read-only for `--dry-run` and `--check`); [`archive`] (where the
+//!   ledger is kept between runs); [`inventory`] (the Home Assistant entities announced);
+//!   [`zone`] (reads the system's time zone; its date arithmetic is pure).
+//! - The pure core: [`info`] (`/info` XML), [`jwt`] (token claims), [`json`] (the JSON
+//!   shapes), [`source`] (where production comes from, layout by layout), [`reading`]
+//!   (meters and readings → fields), [`ledger`] (daily, monthly, yearly energy), [`tariff`]
+//!   (off-peak windows), [`topic`] (every topic), [`message`] (fields → payloads, status),
+//!   [`discovery`] (Home Assistant), [`command`] (incoming commands).
 //!
 //! The modules are in the library (`lib.rs`), so that the fuzz targets reach the parsers;
 //! `main` only parses, runs and maps errors to exit codes: 0 ok, 1 runtime, 2 configuration.
@@ -24,7 +28,7 @@ use std::process::ExitCode;
 
 use envoy2mqtt::cli::{self, Command};
 use envoy2mqtt::error::{Error, Result};
-use envoy2mqtt::{bridge, check, config, diagnose};
+use envoy2mqtt::{check, config, diagnose, once, service};
 
 /// Reads the settings from the environment and `--config` on top of the flags, validates
 /// them, and starts logging at `LOG_LEVEL`.
@@ -103,7 +107,7 @@ fn run() -> Result<ExitCode> {
         Command::Run {
             once: true,
             dry_run,
-        } => bridge::once(&load(args.flags, file)?.0, dry_run)?,
+        } => once::run(&load(args.flags, file)?.0, dry_run)?,
         Command::Run {
             once: false,
             dry_run,
@@ -112,7 +116,7 @@ fn run() -> Result<ExitCode> {
             let config = load(args.flags, file)?.0;
             // SIGHUP and P/command/reload: the same flags, the environment and the file, again.
             let reload = || load(flags.clone(), file).map(|(c, _)| c);
-            bridge::run(config, dry_run, &reload)?
+            service::run(config, dry_run, &reload)?
         }
     }
     Ok(ExitCode::SUCCESS)

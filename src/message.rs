@@ -9,6 +9,7 @@ use crate::config::Format;
 use crate::json;
 use crate::ledger::Ledger;
 use crate::reading::{Field, Unit};
+use crate::topic;
 use crate::zone::{self, Zone};
 
 /// One MQTT message to publish.
@@ -43,11 +44,7 @@ pub struct Publisher {
 impl Publisher {
     /// `P/S/{group}/{name}`, or `P/S/{name}` without a group.
     fn topic(&self, group: &str, name: &str) -> String {
-        if group.is_empty() {
-            format!("{}/{}/{name}", self.prefix, self.serial)
-        } else {
-            format!("{}/{}/{group}/{name}", self.prefix, self.serial)
-        }
+        topic::value(&self.prefix, &self.serial, group, name)
     }
 
     fn message(
@@ -250,7 +247,7 @@ impl Publisher {
             token_expires: health.token_expires.map(zone::utc),
         };
         Message {
-            topic: format!("{}/status", self.prefix),
+            topic: topic::status(&self.prefix),
             payload: json::status(&status),
             retain: true,
             live: false,

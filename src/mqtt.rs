@@ -1,27 +1,33 @@
-//! The MQTT session on rumqttc's sync client, driven from the program's one thread.
+//! The MQTT 3.1.1 session: rumqttc's packet codec over our own blocking socket
+//! ([`crate::link`]), driven from the program's one thread.
 //!
-//! What rumqttc 0.25 does not do for us, done here: publishes never block (`try_publish`,
-//! the connection drained while the queue is full); the connect has its own time budget;
-//! reconnects back off; a clean session is used and, after every (re)connect, the
-//! subscriptions, the availability and every retained message are sent again, so the
-//! broker's retained state is whole even after it lost it; `close` waits for the QoS
-//! acknowledgements before the DISCONNECT, so nothing is lost at exit.
+//! rumqttc's `Client`/`Connection` runs a tokio runtime inside; measured against this
+//! design (see `docs/design.md`) it cost 4 extra wake-ups a second, an eventfd write and
+//! two epoll returns per wait, one `writev` per message, and PUBACKs that needed a reach
+//! into its private fields. Here: the loop waits in one read until its next deadline or a
+//! packet; the messages of one tick go out in one write; a clean session is used and,
+//! after every (re)connect, the subscriptions, the availability and every retained
+//! message are sent again, so the broker's retained state is whole even after it lost
+//! it; reconnects back off; `close` waits for the QoS acknowledgements before the
+//! DISCONNECT, so nothing is lost at exit.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use rumqttc::mqttbytes::Error as CodecError;
 use rumqttc::{
-    Client, ConnectReturnCode, Connection, ConnectionError, Event, Incoming, LastWill, MqttOptions,
-    NetworkOptions, Outgoing, PingReq, QoS, RecvTimeoutError, Request, TlsConfiguration, Transport,
+    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PubAck, PubComp, PubRec, PubRel, QoS,
+    Subscribe, SubscribeFilter, Unsubscribe,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::certificate::Verifier;
-use crate::config::{MqttConfig, TlsVerify};
+use crate::config::MqttConfig;
 use crate::error::{Error, Result};
+use crate::link::{self, Input, Link, explain, refused};
 use crate::message::Message;
+use crate::packet::{self, MAX_PACKET};
 
 /// How long one connection attempt may take.
 const CONNECT_BUDGET: Duration = Duration::from_secs(10);
@@ -33,18 +39,25 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// so that a silence seen by the broker stays under 1.5 × [`KEEP_ALIVE`] = 45 s even with
 /// the longest stall of the loop (30 s: see `envoy`'s time budgets) after it.
 const QUIET: Duration = Duration::from_secs(10);
+/// A session shorter than this, closed by the broker, counts as thrown out.
+const STABLE: Duration = Duration::from_secs(10);
+/// The longest a disconnected session sleeps before returning to the loop (signals).
+const NAP: Duration = Duration::from_secs(1);
 
-/// A connection to the broker.
+/// A connection to the broker, and what must survive a reconnect.
 pub struct Session {
-    client: Client,
-    connection: Connection,
+    host: String,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    hello: Connect,
+    link: Option<Link>,
+    input: BytesMut,
+    output: BytesMut,
     server: String,
     qos: QoS,
-    connected: bool,
-    /// Publishes handed to rumqttc and not yet written.
-    queued: usize,
+    next_id: u16,
     /// QoS 1/2 publishes written and not yet acknowledged.
-    inflight: usize,
+    unacked: usize,
     /// The last retained message of each topic, with when it was published (a counter), so
     /// that after a reconnect they go out in the order they were published: discovery
     /// configs before the values they describe.
@@ -58,127 +71,18 @@ pub struct Session {
     last_error: String,
     /// When the last packet was written.
     last_out: Instant,
+    /// When the PINGREQ that has no answer yet was written.
+    ping_sent: Option<Instant>,
     /// When the broker last accepted the connection.
     connected_at: Instant,
     /// Sessions in a row that the broker closed right after accepting them.
     short_sessions: u32,
     /// Connections the broker accepted (the first one included).
     pub connects: u32,
-    client_id: String,
-    /// `MQTT_TLS`, for the error messages.
-    tls: bool,
-}
-
-fn pem_error(name: &str, path: &std::path::Path, e: impl std::fmt::Display) -> Error {
-    Error::config(
-        name,
-        format!("{} is not a usable PEM file ({e})", path.display()),
-        "give a PEM file",
-    )
-}
-
-/// The rustls configuration for the broker: `MQTT_CA_CERT` or the bundled web roots,
-/// an optional client certificate, or no verification when `MQTT_TLS_INSECURE`.
-fn tls(cfg: &MqttConfig) -> Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports TLS 1.2 and 1.3");
-    let builder = if cfg.tls_insecure {
-        log::warn!("MQTT_TLS_INSECURE is set: the broker's certificate is not verified");
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Verifier::new(
-                TlsVerify::None,
-                None,
-                provider,
-            )))
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match &cfg.ca_cert {
-            Some(path) => {
-                for cert in CertificateDer::pem_file_iter(path)
-                    .map_err(|e| pem_error("MQTT_CA_CERT", path, e))?
-                {
-                    let cert = cert.map_err(|e| pem_error("MQTT_CA_CERT", path, e))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| pem_error("MQTT_CA_CERT", path, e))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        builder.with_root_certificates(roots)
-    };
-    let config = match (&cfg.client_cert, &cfg.client_key) {
-        (Some(cert), Some(key)) => {
-            let certs = CertificateDer::pem_file_iter(cert)
-                .and_then(|i| i.collect::<std::result::Result<Vec<_>, _>>())
-                .map_err(|e| pem_error("MQTT_CLIENT_CERT", cert, e))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| pem_error("MQTT_CLIENT_KEY", key, e))?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| {
-                Error::config(
-                    "MQTT_CLIENT_KEY",
-                    format!("does not fit MQTT_CLIENT_CERT ({e})"),
-                    "give the key of that certificate",
-                )
-            })?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
-}
-
-/// A broker error in words, with what to check. `tls`: `MQTT_TLS`; `connecting`: before the
-/// broker accepted the connection (a TLS / plain mismatch shows there).
-fn explain(server: &str, tls: bool, connecting: bool, e: &ConnectionError) -> Error {
-    let text = e.to_string();
-    let closed = [
-        "reset by peer",
-        "EOF",
-        "eof",
-        "closed",
-        "corrupt",
-        "InvalidContentType",
-    ]
-    .iter()
-    .any(|w| text.contains(w));
-    if connecting && closed {
-        return Error::Broker(if tls {
-            format!(
-                "{server} closed the connection during the TLS handshake: that port may not speak TLS; check MQTT_PORT (TLS is usually 8883) or set MQTT_TLS=false"
-            )
-        } else {
-            format!(
-                "{server} closed the connection before answering: if that port expects TLS, set MQTT_TLS=true (and MQTT_CA_CERT); else check that the broker accepts this client"
-            )
-        });
-    }
-    Error::Broker(match e {
-        ConnectionError::ConnectionRefused(
-            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
-        ) => {
-            format!("{server} refused the login; check MQTT_USERNAME and MQTT_PASSWORD")
-        }
-        ConnectionError::ConnectionRefused(code) => {
-            format!("{server} refused the connection ({code:?}); check MQTT_CLIENT_ID")
-        }
-        ConnectionError::Tls(e) => format!(
-            "TLS with {server} failed ({e}); check MQTT_CA_CERT (the CA that signed the broker's certificate), and MQTT_CLIENT_CERT and MQTT_CLIENT_KEY for mutual TLS"
-        ),
-        ConnectionError::Io(e) => format!(
-            "cannot talk to {server} ({e}); check MQTT_HOST, MQTT_PORT and MQTT_TLS, and that the broker runs"
-        ),
-        ConnectionError::NetworkTimeout => {
-            format!("{server} did not answer in time; check MQTT_HOST and MQTT_PORT")
-        }
-        other => format!("{server}: {other}"),
-    })
 }
 
 impl Session {
-    /// Prepares the session; nothing is sent before [`Session::connect`] or [`Session::pump`].
+    /// Prepares the session; nothing is sent before [`Session::connect`] or [`Session::wait`].
     /// `will`: the last will (the service's `offline`); `on_connect`: sent after every connect.
     pub fn new(
         cfg: &MqttConfig,
@@ -186,44 +90,34 @@ impl Session {
         will: Option<&Message>,
         on_connect: Vec<Message>,
     ) -> Result<Session> {
-        let mut options = MqttOptions::new(client_id, &cfg.host, cfg.port);
-        options
-            .set_keep_alive(KEEP_ALIVE)
-            .set_clean_session(true)
-            // Discovery payloads are larger than the 10 KiB default.
-            .set_max_packet_size(256 * 1024, 256 * 1024);
+        let mut hello = Connect::new(client_id);
+        hello.keep_alive = KEEP_ALIVE.as_secs() as u16;
+        hello.clean_session = true;
         if let Some(user) = &cfg.username {
-            options.set_credentials(user, cfg.password.as_ref().map_or("", |p| p.expose()));
+            hello.set_login(user, cfg.password.as_ref().map_or("", |p| p.expose()));
         }
-        if let Some(w) = will {
-            options.set_last_will(LastWill::new(
-                &w.topic,
-                w.payload.clone(),
-                QoS::AtLeastOnce,
-                w.retain,
-            ));
-        }
-        if cfg.tls {
-            options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls(cfg)?)));
-        }
-        let (client, mut connection) = Client::new(options, 512);
-        let mut network = NetworkOptions::new();
-        // Without it our own small packets wait for Nagle (42 ms measured).
-        network.set_tcp_nodelay(true);
-        network.set_connection_timeout(CONNECT_BUDGET.as_secs());
-        connection.eventloop.set_network_options(network);
+        hello.last_will =
+            will.map(|w| LastWill::new(&w.topic, w.payload.clone(), QoS::AtLeastOnce, w.retain));
         Ok(Session {
-            client,
-            connection,
+            host: cfg.host.clone(),
+            port: cfg.port,
+            tls: if cfg.tls {
+                Some(link::config(cfg)?)
+            } else {
+                None
+            },
+            hello,
+            link: None,
+            input: BytesMut::with_capacity(4096),
+            output: BytesMut::with_capacity(4096),
             server: format!("broker {}:{}", cfg.host, cfg.port),
             qos: match cfg.qos {
                 0 => QoS::AtMostOnce,
                 1 => QoS::AtLeastOnce,
                 _ => QoS::ExactlyOnce,
             },
-            connected: false,
-            queued: 0,
-            inflight: 0,
+            next_id: 0,
+            unacked: 0,
             retained: BTreeMap::new(),
             published: 0,
             on_connect,
@@ -233,20 +127,81 @@ impl Session {
             retry_at: None,
             last_error: String::new(),
             last_out: Instant::now(),
+            ping_sent: None,
             connected_at: Instant::now(),
             short_sessions: 0,
             connects: 0,
-            client_id: client_id.to_string(),
-            tls: cfg.tls,
         })
+    }
+
+    /// Whether the broker accepted the connection and it is up.
+    pub fn is_connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    fn packet_id(&mut self) -> u16 {
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        self.next_id
+    }
+
+    /// Adds `packet` to what goes out at the next [`Session::send`].
+    fn encode(&mut self, packet: Packet) {
+        if let Err(e) = packet.write(&mut self.output, MAX_PACKET) {
+            log::warn!("{}: a packet was not sent ({e})", self.server);
+        }
+    }
+
+    /// Writes what was encoded, in one write.
+    fn send(&mut self) {
+        if self.output.is_empty() {
+            return;
+        }
+        let Some(link) = &mut self.link else {
+            self.output.clear();
+            return;
+        };
+        let written = link.write(&self.output);
+        self.output.clear();
+        self.last_out = Instant::now();
+        if let Err(e) = written {
+            let err = explain(&self.server, self.tls.is_some(), false, &e);
+            self.back_off(err);
+        }
+    }
+
+    fn encode_subscribe(&mut self, topics: &[String]) {
+        if topics.is_empty() {
+            return;
+        }
+        let filters = topics
+            .iter()
+            .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+        let mut packet = Subscribe::new_many(filters);
+        packet.pkid = self.packet_id();
+        self.encode(Packet::Subscribe(packet));
+    }
+
+    fn encode_publish(&mut self, m: &Message) {
+        // Raw values are stale in a second: they never wait for an acknowledgement.
+        let qos = if m.live { QoS::AtMostOnce } else { self.qos };
+        let id = match qos {
+            QoS::AtMostOnce => None,
+            _ => Some(self.packet_id()),
+        };
+        if let Err(e) = packet::publish(&mut self.output, m, qos, id) {
+            log::warn!("{}: {} was not sent ({e})", self.server, m.topic);
+            return;
+        }
+        if id.is_some() {
+            self.unacked += 1;
+        }
     }
 
     /// Topics to subscribe to, now and after every reconnect.
     pub fn subscribe(&mut self, topics: Vec<String>) {
-        if self.connected {
-            for t in &topics {
-                let _ = self.client.try_subscribe(t.clone(), QoS::AtLeastOnce);
-            }
+        if self.is_connected() {
+            self.encode_subscribe(&topics);
+            self.send();
         }
         self.subscriptions = topics;
     }
@@ -264,146 +219,123 @@ impl Session {
         wait: Duration,
     ) -> Option<Vec<(String, Vec<u8>)>> {
         let deadline = Instant::now() + wait;
-        if !self.connected {
+        if !self.is_connected() {
             if let Err(e) = self.connect() {
                 self.back_off(e.to_string());
                 return None;
             }
         }
         let all: Vec<String> = topics.iter().cloned().chain([probe.to_string()]).collect();
-        for t in &all {
-            let _ = self.client.try_subscribe(t.clone(), QoS::AtLeastOnce);
-        }
+        self.encode_subscribe(&all);
         let payload = format!("restore {}", std::process::id());
-        let _ = self
-            .client
-            .try_publish(probe, QoS::AtLeastOnce, false, payload.clone());
-        let mut got: Vec<(String, Vec<u8>)> = Vec::new();
+        let m = Message {
+            topic: probe.to_string(),
+            payload: payload.clone(),
+            retain: false,
+            live: false,
+        };
+        let id = self.packet_id();
+        if packet::publish(&mut self.output, &m, QoS::AtLeastOnce, Some(id)).is_ok() {
+            self.unacked += 1;
+        }
+        self.send();
         let is_probe = |(t, p): &(String, Vec<u8>)| t == probe && *p == payload.as_bytes();
-        while self.connected && Instant::now() < deadline && !got.iter().any(is_probe) {
-            got.extend(self.pump(deadline));
+        let mut got: Vec<(String, Vec<u8>)> = Vec::new();
+        while self.is_connected() && Instant::now() < deadline && !got.iter().any(is_probe) {
+            self.read(deadline);
+            got.append(&mut self.incoming);
         }
-        for t in all {
-            let _ = self.client.try_unsubscribe(t);
-        }
+        let mut packet = Unsubscribe::new(probe);
+        packet.topics = all;
+        packet.pkid = self.packet_id();
+        self.encode(Packet::Unsubscribe(packet));
+        self.send();
         let complete = got.iter().any(is_probe);
         got.retain(|(t, _)| t != probe);
         complete.then_some(got)
     }
 
-    /// Whether the broker accepted the connection and it is up.
-    pub fn is_connected(&self) -> bool {
-        self.connected
-    }
-
-    /// Connects, waiting at most the connect budget for the broker's answer.
+    /// Connects, waiting at most the connect budget for the broker's answer; then sends
+    /// the subscriptions, the `on_connect` messages and every retained message again.
     pub fn connect(&mut self) -> Result<()> {
         let deadline = Instant::now() + CONNECT_BUDGET;
-        while !self.connected {
+        let tls = self.tls.is_some();
+        let mut link = link::open(&self.host, self.port, self.tls.as_ref(), CONNECT_BUDGET)
+            .map_err(|e| Error::Broker(explain(&self.server, tls, true, &e)))?;
+        let hello = Packet::Connect(self.hello.clone());
+        self.output.clear();
+        self.input.clear();
+        self.encode(hello);
+        let written = link.write(&self.output);
+        self.output.clear();
+        written.map_err(|e| Error::Broker(explain(&self.server, tls, true, &e)))?;
+        let ack = loop {
+            match Packet::read(&mut self.input, MAX_PACKET) {
+                Ok(Packet::ConnAck(ack)) => break ack,
+                Ok(_) | Err(CodecError::InsufficientBytes(_)) => {}
+                Err(e) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, e);
+                    return Err(Error::Broker(explain(&self.server, tls, true, &e)));
+                }
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Broker(format!(
-                    "{} did not accept the connection within {:?}",
-                    self.server, CONNECT_BUDGET
+                    "{} did not accept the connection within {CONNECT_BUDGET:?}",
+                    self.server
                 )));
             }
-            match self.connection.recv_timeout(left) {
-                Ok(Ok(event)) => self.handle(event),
-                Ok(Err(e)) => return Err(explain(&self.server, self.tls, true, &e)),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Broker(format!("{}: connection closed", self.server)));
-                }
-            }
+            let e = match link.read(&mut self.input, left) {
+                Ok(Input::Closed) => io::ErrorKind::UnexpectedEof.into(),
+                Ok(_) => continue,
+                Err(e) => e,
+            };
+            return Err(Error::Broker(explain(&self.server, tls, true, &e)));
+        };
+        self.accepted(link, ack)
+    }
+
+    /// After the CONNACK: the session is up (or refused).
+    fn accepted(&mut self, link: Link, ack: ConnAck) -> Result<()> {
+        if ack.code != ConnectReturnCode::Success {
+            link.shut();
+            return Err(Error::Broker(refused(&self.server, ack.code)));
         }
+        if self.failures > 0 {
+            log::info!(
+                "{} is back; publishing the retained state again",
+                self.server
+            );
+        }
+        log::info!("connected to {}", self.server);
+        self.link = Some(link);
+        self.connected_at = Instant::now();
+        self.connects += 1;
+        self.unacked = 0;
+        self.ping_sent = None;
+        self.encode_subscribe(&self.subscriptions.clone());
+        let mut retained: Vec<&(u64, Message)> = self.retained.values().collect();
+        retained.sort_by_key(|(n, _)| *n);
+        let again: Vec<Message> = self
+            .on_connect
+            .iter()
+            .chain(retained.into_iter().map(|(_, m)| m))
+            .cloned()
+            .collect();
+        for m in &again {
+            self.encode_publish(m);
+        }
+        self.send();
         Ok(())
     }
-
-    fn send(&mut self, m: &Message) {
-        let qos = if m.live { QoS::AtMostOnce } else { self.qos };
-        for _ in 0..100 {
-            match self.client.try_publish(
-                m.topic.clone(),
-                qos,
-                m.retain,
-                m.payload.clone().into_bytes(),
-            ) {
-                Ok(()) => {
-                    self.queued += 1;
-                    return;
-                }
-                // The queue is full: let the connection write some of it out.
-                Err(_) if self.connected => self.poll_once(Duration::from_millis(20)),
-                Err(_) => break,
-            }
-        }
-        log::warn!(
-            "{}: dropped {} (the outgoing queue stays full)",
-            self.server,
-            m.topic
-        );
-    }
-
-    fn handle(&mut self, event: Event) {
-        if matches!(event, Event::Outgoing(_)) {
-            self.last_out = Instant::now();
-        }
-        match event {
-            Event::Incoming(Incoming::ConnAck(ack)) if ack.code == ConnectReturnCode::Success => {
-                if self.failures > 0 {
-                    log::info!(
-                        "{} is back; publishing the retained state again",
-                        self.server
-                    );
-                }
-                log::info!("connected to {}", self.server);
-                self.connected = true;
-                self.connected_at = Instant::now();
-                self.connects += 1;
-                self.queued = 0;
-                self.inflight = 0;
-                for t in self.subscriptions.clone() {
-                    let _ = self.client.try_subscribe(t, QoS::AtLeastOnce);
-                }
-                let mut retained: Vec<&(u64, Message)> = self.retained.values().collect();
-                retained.sort_by_key(|(n, _)| *n);
-                let again: Vec<Message> = self
-                    .on_connect
-                    .iter()
-                    .chain(retained.into_iter().map(|(_, m)| m))
-                    .cloned()
-                    .collect();
-                for m in &again {
-                    self.send(m);
-                }
-            }
-            Event::Incoming(Incoming::PubAck(_) | Incoming::PubComp(_)) => {
-                self.inflight = self.inflight.saturating_sub(1)
-            }
-            Event::Incoming(Incoming::Publish(p)) => {
-                self.incoming.push((p.topic, p.payload.to_vec()))
-            }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                self.queued = self.queued.saturating_sub(1);
-                if pkid != 0 {
-                    self.inflight += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// After a failed or lost connection: the next attempt waits 1, 2, 4... up to 60 s.
-    /// Each different error is logged once.
-    /// A session shorter than this, closed by the broker, counts as thrown out.
-    const STABLE: Duration = Duration::from_secs(10);
 
     /// After a failed or lost connection: the next attempt waits 1, 2, 4... up to 60 s; the
     /// back-off starts again only after a session that lasted. Every retry is logged with
     /// when the next one comes; a new error as a warning.
     fn back_off(&mut self, err: String) {
-        if self.connected {
-            if self.connected_at.elapsed() >= Self::STABLE {
+        if let Some(link) = self.link.take() {
+            link.shut();
+            if self.connected_at.elapsed() >= STABLE {
                 self.failures = 0;
                 self.short_sessions = 0;
                 self.last_error.clear();
@@ -414,14 +346,13 @@ impl Session {
         let err = if self.short_sessions >= 3 {
             format!(
                 "{} closed the connection right after accepting it, {} times in a row: another client uses MQTT_CLIENT_ID={}; give each client its own id",
-                self.server, self.short_sessions, self.client_id
+                self.server, self.short_sessions, self.hello.client_id
             )
         } else {
             err
         };
-        self.connected = false;
-        self.queued = 0;
-        self.inflight = 0;
+        self.unacked = 0;
+        self.output.clear();
         self.failures += 1;
         let pause = (Duration::from_secs(1) * 2u32.saturating_pow(self.failures.min(10) - 1))
             .min(MAX_RETRY);
@@ -439,44 +370,113 @@ impl Session {
         }
     }
 
-    fn poll_once(&mut self, wait: Duration) {
-        match self.connection.recv_timeout(wait) {
-            Ok(Ok(event)) => self.handle(event),
-            Ok(Err(e)) => {
-                let connecting = !self.connected;
-                self.back_off(explain(&self.server, self.tls, connecting, &e).to_string())
+    /// Handles one packet from the broker.
+    fn handle(&mut self, packet: Packet) {
+        match packet {
+            Packet::PubAck(_) | Packet::PubComp(_) => self.unacked = self.unacked.saturating_sub(1),
+            Packet::PubRec(PubRec { pkid }) => self.encode(Packet::PubRel(PubRel::new(pkid))),
+            Packet::PingResp => self.ping_sent = None,
+            Packet::Publish(p) => {
+                match p.qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => self.encode(Packet::PubAck(PubAck::new(p.pkid))),
+                    QoS::ExactlyOnce => self.encode(Packet::PubRec(PubRec::new(p.pkid))),
+                }
+                self.incoming.push((p.topic, p.payload.to_vec()));
             }
-            Err(_) => {}
+            Packet::PubRel(PubRel { pkid }) => self.encode(Packet::PubComp(PubComp::new(pkid))),
+            _ => {}
         }
     }
 
-    /// Keeps the connection going until `until`, reconnecting with back-off; returns the
-    /// messages that arrived (it returns as soon as one does).
-    pub fn pump(&mut self, until: Instant) -> Vec<(String, Vec<u8>)> {
-        loop {
-            let now = Instant::now();
-            if now >= until || !self.incoming.is_empty() {
-                break;
+    /// Reads once, waiting at most until `until` (or the keep-alive's next need), and
+    /// handles what came. Returns after a signal too.
+    fn read(&mut self, until: Instant) {
+        let now = Instant::now();
+        if self.ping_sent.is_none() && now >= self.last_out + KEEP_ALIVE {
+            self.ping();
+        }
+        let ping_due = match self.ping_sent {
+            Some(sent) => sent + KEEP_ALIVE,
+            None => self.last_out + KEEP_ALIVE,
+        };
+        // An unanswered ping is judged only after reading what is there: during a long
+        // poll nothing is read, and the answer may be waiting in the socket.
+        let overdue = self.ping_sent.is_some() && now >= ping_due;
+        let Some(link) = &mut self.link else { return };
+        let wait = if overdue {
+            Duration::ZERO
+        } else {
+            until.min(ping_due).saturating_duration_since(now)
+        };
+        match link.read(&mut self.input, wait) {
+            Ok(Input::Bytes(_)) => self.parse(),
+            Ok(Input::Nothing) if overdue => {
+                let err = format!(
+                    "{} did not answer a ping within {KEEP_ALIVE:?}",
+                    self.server
+                );
+                self.back_off(err);
             }
-            if !self.connected {
-                match self.retry_at {
-                    Some(at) if at > now => std::thread::sleep(at.min(until) - now),
-                    _ => {
-                        if let Err(e) = self.connect() {
-                            self.back_off(e.to_string());
-                        }
+            Ok(Input::Nothing | Input::Interrupted) => {}
+            Ok(Input::Closed) => self.back_off(format!("{} closed the connection", self.server)),
+            Err(e) => {
+                let err = explain(&self.server, self.tls.is_some(), false, &e);
+                self.back_off(err);
+            }
+        }
+    }
+
+    /// Handles every whole packet in the input, then sends the acknowledgements.
+    fn parse(&mut self) {
+        loop {
+            match Packet::read(&mut self.input, MAX_PACKET) {
+                Ok(packet) => self.handle(packet),
+                Err(CodecError::InsufficientBytes(_)) => break,
+                Err(e) => {
+                    let err = format!("{} sent a packet that cannot be read ({e})", self.server);
+                    return self.back_off(err);
+                }
+            }
+        }
+        self.send();
+    }
+
+    /// Sends a PINGREQ; the first unanswered one is remembered for the keep-alive check.
+    fn ping(&mut self) {
+        if self.is_connected() {
+            self.encode(Packet::PingReq);
+            self.send();
+            self.ping_sent.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Keeps the connection going until `until` (one blocking read when nothing happens),
+    /// reconnecting with back-off; returns the messages that arrived, as soon as one does.
+    /// Returns early on a signal, and at least once a second while disconnected, so the
+    /// loop sees signals.
+    pub fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)> {
+        let now = Instant::now();
+        if self.is_connected() {
+            if now < until && self.incoming.is_empty() {
+                self.read(until);
+            }
+        } else {
+            match self.retry_at {
+                Some(at) if at > now => std::thread::sleep((at.min(until) - now).min(NAP)),
+                _ => {
+                    if let Err(e) = self.connect() {
+                        self.back_off(e.to_string());
                     }
                 }
-                continue;
             }
-            self.poll_once(until - now);
         }
         std::mem::take(&mut self.incoming)
     }
 
-    /// Publishes `messages` (retained ones are also remembered, to be sent again after a
-    /// reconnect; an empty retained payload forgets the topic). While disconnected only
-    /// the remembering happens.
+    /// Publishes `messages` in one write (retained ones are also remembered, to be sent
+    /// again after a reconnect; an empty retained payload forgets the topic). While
+    /// disconnected only the remembering happens.
     pub fn publish(&mut self, messages: &[Message]) {
         for m in messages {
             if m.retain {
@@ -488,63 +488,39 @@ impl Session {
                         .insert(m.topic.clone(), (self.published, m.clone()));
                 }
             }
-            if self.connected {
-                self.send(m);
+            if self.is_connected() {
+                self.encode_publish(m);
             }
         }
+        self.send();
     }
 
-    /// Waits until everything queued is written and acknowledged, at most `budget`.
+    /// Waits until everything written is acknowledged, at most `budget`.
     pub fn flush(&mut self, budget: Duration) -> bool {
         let deadline = Instant::now() + budget;
-        while self.connected && self.queued + self.inflight > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+        while self.is_connected() && self.unacked > 0 {
+            if Instant::now() >= deadline {
                 return false;
             }
-            let awaited = self.inflight;
-            self.poll_once(left.min(Duration::from_millis(200)));
-            if self.queued == 0 && 0 < self.inflight && self.inflight < awaited {
+            let awaited = self.unacked;
+            self.read(deadline);
+            // Some acknowledgements came, not all: a PINGREQ carries our TCP ACK now.
+            // mosquitto leaves Nagle's algorithm on and holds the next PUBACKs until the
+            // previous one is ACKed, which our kernel, having nothing to send, would delay
+            // by 40 ms (measured: `--once` 51 ms without, 12 with).
+            if 0 < self.unacked && self.unacked < awaited {
                 self.ping();
             }
         }
-        self.connected
+        self.is_connected()
     }
 
-    /// Queues a PINGREQ unless one is outstanding or something else waits to go out
-    /// (rumqttc has no call for it: its event loop's public queue takes it). Used to keep
-    /// the session alive during long polls, and, with everything written and
-    /// acknowledgements still awaited, so that the broker gets our TCP ACK now: mosquitto
-    /// leaves Nagle's algorithm on by default and holds the next PUBACKs until the previous
-    /// one is ACKed, which our kernel, having nothing to send, would delay by 40 ms
-    /// (measured: `--once` 51 ms without, 12 with).
-    fn ping(&mut self) {
-        let eventloop = &mut self.connection.eventloop;
-        if !eventloop.state.await_pingresp && eventloop.pending.is_empty() {
-            eventloop.pending.push_back(Request::PingReq(PingReq));
-        }
-    }
-
-    /// Between the requests of a long poll: writes what is queued, handles what has come
-    /// (commands are kept for the loop), and pings when nothing went out for 10 s, so the
-    /// broker never takes a busy bridge for a dead one. Never waits for the network.
+    /// Between the requests of a long poll: pings when nothing went out for 10 s, so the
+    /// broker never takes a busy bridge for a dead one. Never waits for the network; what
+    /// the broker sends meanwhile is read at the next [`Session::wait`].
     pub fn tend(&mut self) {
-        if !self.connected {
-            return;
-        }
         if self.last_out.elapsed() >= QUIET {
             self.ping();
-        }
-        // Bounded: at most this many ready events now; the rest at the next call.
-        for _ in 0..64 {
-            match self.connection.recv_timeout(Duration::from_millis(1)) {
-                Ok(Ok(event)) => self.handle(event),
-                Ok(Err(e)) => {
-                    self.back_off(explain(&self.server, self.tls, false, &e).to_string());
-                    return;
-                }
-                Err(_) => return,
-            }
         }
     }
 
@@ -553,24 +529,17 @@ impl Session {
     pub fn close(&mut self, last: &[Message]) -> Result<()> {
         self.publish(last);
         let flushed = self.flush(Duration::from_secs(10));
-        if !self.connected {
+        if !self.is_connected() {
             return Err(Error::Broker(format!(
                 "{} is not connected: the last messages were not delivered",
                 self.server
             )));
         }
-        let _ = self.client.try_disconnect();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match self.connection.recv_timeout(Duration::from_millis(200)) {
-                Ok(Ok(Event::Outgoing(Outgoing::Disconnect)))
-                | Ok(Err(_))
-                | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(Ok(event)) => self.handle(event),
-                Err(RecvTimeoutError::Timeout) => break,
-            }
+        self.encode(Packet::Disconnect);
+        self.send();
+        if let Some(link) = self.link.take() {
+            link.shut();
         }
-        self.connected = false;
         if flushed {
             Ok(())
         } else {

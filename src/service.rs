@@ -1,323 +1,30 @@
-//! The main loop: deadline timers for the raw and the data poll, one request at a time,
-//! back-off after failures, commands, signals, and what each poll publishes.
+//! The service: deadline timers for the raw and the data poll, one request at a time,
+//! back-off after failures, commands, reloads, signals, and what each poll publishes.
 //!
-//! Tick n of a period is due at start + n × period: a slow answer makes the loop skip
-//! ticks, never bunch them. When both polls are due, the data poll runs and its readings
-//! also feed the raw topics, so the Envoy sees one readings request per tick. Between
-//! deadlines the loop pumps the MQTT connection (or sleeps, with `--dry-run`).
+//! When both polls are due, the data poll runs and its readings also feed the raw topics,
+//! so the Envoy sees one readings request per tick. Between deadlines the loop waits in
+//! the output (one broker read until the next deadline, or a sleep with `--dry-run`).
 
-use std::cell::RefCell;
-use std::io::Write;
-use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::archive::Archive;
+use crate::archive::{self, Archive};
 use crate::command::{self, Command};
 use crate::config::Config;
-use crate::discovery::{self, Device};
 use crate::envoy::Envoy;
 use crate::error::{Error, Result};
-use crate::message::{Health, Message, Publisher};
-use crate::mqtt::Session;
+use crate::inventory;
+use crate::message::{Message, Publisher};
+use crate::output::{self, Output};
 use crate::reading::{self, Snapshot};
-use crate::{json, state};
+use crate::schedule::{backoff, next_tick};
+use crate::signal::{SIGNAL_CHECK, Signals};
 
-/// The longest pause after repeated Envoy failures.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// After this many failed polls in a row, `P/S/envoy` says `offline` and the Envoy's
 /// entities show as unavailable in Home Assistant.
 const ENVOY_DOWN_POLLS: u32 = 3;
 /// At most one poll asked by `P/command/sync` per this period.
 const SYNC_PERIOD: Duration = Duration::from_secs(10);
-/// The longest the loop waits before looking at signals again.
-const SLICE: Duration = Duration::from_millis(250);
-/// Where the discovery topics last published are remembered, to remove stale entities.
-const DISCOVERY_FILE: &str = "discovery.json";
-
-/// Where messages go: stdout for `--dry-run`, else the broker.
-pub trait Output {
-    fn publish(&mut self, messages: &[Message]) -> Result<()>;
-    /// Waits until `until` (or a message arrives); returns what arrived.
-    fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)>;
-    /// Publishes `last`, delivers everything, and ends cleanly.
-    fn close(&mut self, last: &[Message]) -> Result<()>;
-    /// The retained messages of `topics`, within `wait`; `None` while the broker's state
-    /// cannot be read (see [`Session::retained`]).
-    fn retained(
-        &mut self,
-        topics: &[String],
-        probe: &str,
-        wait: Duration,
-    ) -> Option<Vec<(String, Vec<u8>)>>;
-    /// Whether messages reach their destination now.
-    fn is_connected(&self) -> bool;
-    /// How many times the destination was connected to (the first time included).
-    fn connects(&self) -> u32 {
-        0
-    }
-    /// What keeps the destination's session alive during a long poll, if it needs that.
-    fn tender(&self) -> Option<Box<dyn FnMut()>> {
-        None
-    }
-}
-
-/// Prints `topic [retained] payload` lines.
-pub struct Stdout;
-
-impl Output for Stdout {
-    fn publish(&mut self, messages: &[Message]) -> Result<()> {
-        let mut out = std::io::stdout().lock();
-        let closed = |e: std::io::Error| match e.kind() {
-            // `--dry-run | head`: the reader has what it wanted.
-            std::io::ErrorKind::BrokenPipe => Error::OutputClosed,
-            _ => Error::File(format!("cannot write to standard output: {e}")),
-        };
-        for m in messages {
-            writeln!(out, "{m}").map_err(closed)?;
-        }
-        out.flush().map_err(closed)
-    }
-
-    fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)> {
-        std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        Vec::new()
-    }
-
-    fn close(&mut self, last: &[Message]) -> Result<()> {
-        self.publish(last)
-    }
-
-    fn retained(&mut self, _: &[String], _: &str, _: Duration) -> Option<Vec<(String, Vec<u8>)>> {
-        Some(Vec::new())
-    }
-
-    fn is_connected(&self) -> bool {
-        true
-    }
-}
-
-/// The broker session, shared with the Envoy client's hook that tends it between the
-/// requests of a long poll (one thread: the loop never holds it across a poll).
-pub struct Broker(Rc<RefCell<Session>>);
-
-impl Broker {
-    fn new(session: Session) -> Broker {
-        Broker(Rc::new(RefCell::new(session)))
-    }
-}
-
-impl Output for Broker {
-    fn publish(&mut self, messages: &[Message]) -> Result<()> {
-        self.0.borrow_mut().publish(messages);
-        Ok(())
-    }
-
-    fn wait(&mut self, until: Instant) -> Vec<(String, Vec<u8>)> {
-        self.0.borrow_mut().pump(until)
-    }
-
-    fn close(&mut self, last: &[Message]) -> Result<()> {
-        self.0.borrow_mut().close(last)
-    }
-
-    fn retained(
-        &mut self,
-        topics: &[String],
-        probe: &str,
-        wait: Duration,
-    ) -> Option<Vec<(String, Vec<u8>)>> {
-        self.0.borrow_mut().retained(topics, probe, wait)
-    }
-
-    fn is_connected(&self) -> bool {
-        self.0.borrow().is_connected()
-    }
-
-    fn connects(&self) -> u32 {
-        self.0.borrow().connects
-    }
-
-    fn tender(&self) -> Option<Box<dyn FnMut()>> {
-        let session = self.0.clone();
-        Some(Box::new(move || session.borrow_mut().tend()))
-    }
-}
-
-/// The longest wait for the broker's retained ledger at start (the probe usually ends it
-/// within milliseconds).
-const RESTORE_WAIT: Duration = Duration::from_secs(3);
-
-/// Opens the ledger: the state file, or the broker's retained copy if that is newer.
-/// `--once` writes the file before it publishes, so with a file it skips the broker.
-fn archive(
-    config: &Config,
-    p: &Publisher,
-    out: &mut dyn Output,
-    once: bool,
-    dry_run: bool,
-) -> Result<Archive> {
-    let mut archive = Archive::open(config, dry_run)?;
-    if !(once && archive.has_file()) {
-        restore(&mut archive, p, out);
-    }
-    Ok(archive)
-}
-
-/// Reads the broker's retained ledger (and the original envoy2mqtt's references) into
-/// `archive`; until that worked once, a ledger without a file waits rather than starting
-/// fresh over what the broker keeps.
-fn restore(archive: &mut Archive, p: &Publisher, out: &mut dyn Output) {
-    let (topics, probe) = Archive::restore_topics(p);
-    archive.adopt(p, out.retained(&topics, &probe, RESTORE_WAIT));
-}
-
-/// The first tick of `period` after `now`, counted from `start`.
-pub fn next_tick(start: Instant, period: Duration, now: Instant) -> Instant {
-    let elapsed = now.saturating_duration_since(start).as_nanos();
-    let n = elapsed / period.as_nanos() + 1;
-    start + period * u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// The pause after `failures` failures in a row: 1 s, 2 s, 4 s... up to 5 minutes.
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(MAX_BACKOFF)
-}
-
-fn publisher(config: &Config, serial: &str) -> Publisher {
-    Publisher {
-        prefix: config.mqtt.prefix.clone(),
-        serial: serial.to_string(),
-        format: config.mqtt.format,
-        retain: config.mqtt.retain,
-    }
-}
-
-/// `MQTT_CLIENT_ID`, else `envoy2mqtt-<serial>` for the service and
-/// `envoy2mqtt-<serial>-once` for `--once`: a broker lets one client per id in, so the two
-/// must differ or each would throw the other out.
-fn client_id(config: &Config, serial: &str, once: bool) -> String {
-    let suffix = if once { "-once" } else { "" };
-    config
-        .mqtt
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("envoy2mqtt-{serial}{suffix}"))
-}
-
-/// The discovery messages for `fields`, with removals of entities that are gone, and the
-/// remembered topic list updated (written only when it changed: flash wears).
-fn discovery(
-    config: &Config,
-    envoy: &Envoy,
-    fields: &[reading::Field],
-    expire_after: Option<u64>,
-) -> Vec<Message> {
-    if !config.ha_discovery {
-        return Vec::new();
-    }
-    let device = Device {
-        prefix: config.mqtt.prefix.clone(),
-        ha_prefix: config.ha_prefix.clone(),
-        serial: envoy.serial.clone(),
-        model: envoy.info.model().to_string(),
-        firmware: envoy.info.firmware.clone(),
-        format: config.mqtt.format,
-        expire_after,
-    };
-    let mut messages = discovery::messages(&device, fields);
-    let file = config.state_dir.join(DISCOVERY_FILE);
-    let before = state::read(&file)
-        .unwrap_or_else(|e| {
-            log::warn!("{e}");
-            None
-        })
-        .map(|t| json::parse_strings(&t))
-        .unwrap_or_default();
-    let now: Vec<String> = messages.iter().map(|m| m.topic.clone()).collect();
-    messages.extend(discovery::removals(&before, &messages));
-    if before != now {
-        // Not remembered means only that a later removal may be missed: no failed poll.
-        if let Err(e) = state::write(&file, json::strings(&now).as_bytes()) {
-            log::warn!("{e}");
-        }
-    }
-    messages
-}
-
-fn health(
-    envoy: &Envoy,
-    errors: &[String],
-    last_sync: Option<SystemTime>,
-    next_sync: Option<SystemTime>,
-) -> Health {
-    Health {
-        last_sync,
-        next_sync,
-        errors: errors.to_vec(),
-        firmware: Some(envoy.info.firmware.clone()),
-        token_expires: envoy.token().map(|t| t.claims.exp),
-    }
-}
-
-/// `--once`: one data poll, published with the status and the discovery, then a clean
-/// disconnect. An Envoy failure is still reported in `P/status` before the exit with 1.
-pub fn once(config: &Config, dry_run: bool) -> Result<()> {
-    let polled =
-        Envoy::connect(config).and_then(|mut envoy| envoy.data().map(|snap| (envoy, snap)));
-    let serial = match &polled {
-        Ok((envoy, _)) => envoy.serial.clone(),
-        Err(_) => config
-            .envoy
-            .serial
-            .clone()
-            .unwrap_or_else(|| "unknown".into()),
-    };
-    let mut out: Box<dyn Output> = if dry_run {
-        Box::new(Stdout)
-    } else {
-        let mut session = Session::new(
-            &config.mqtt,
-            &client_id(config, &serial, true),
-            None,
-            Vec::new(),
-        )?;
-        session.connect()?;
-        Box::new(Broker::new(session))
-    };
-    let p = publisher(config, &serial);
-    let messages = match &polled {
-        Ok((envoy, snap)) => {
-            let mut fields = reading::data_fields(snap);
-            let now = SystemTime::now();
-            let mut archive = archive(config, &p, out.as_mut(), true, dry_run)?;
-            archive.hold(&mut fields);
-            archive.update(&p, now, &fields);
-            archive.save(true)?;
-            // Cron: entities expire after three missed runs (at least 15 minutes).
-            let expire = (3 * config.data_interval.as_secs()).max(900);
-            let mut entities = fields.clone();
-            entities.extend(archive.fields());
-            // Discovery first: Home Assistant must know how to read a value before it comes.
-            let mut m = discovery(config, envoy, &entities, Some(expire));
-            m.extend(p.data(&fields, now));
-            m.extend(archive.messages(&p, now));
-            m.push(p.status(true, &health(envoy, &[], Some(now), None)));
-            m
-        }
-        Err(e) => vec![p.status(
-            false,
-            &Health {
-                errors: vec![e.to_string()],
-                ..Health::default()
-            },
-        )],
-    };
-    out.publish(&messages)?;
-    out.close(&[])?;
-    polled.map(|_| ())
-}
 
 /// How often the service says at `info` that it is alive, and what it did.
 const SIGN_OF_LIFE: Duration = Duration::from_secs(3600);
@@ -342,27 +49,6 @@ impl Stats {
             self.messages,
             self.reconnects
         )
-    }
-}
-
-/// SIGTERM/SIGINT (stop) and SIGHUP (reload), as flags.
-struct Signals {
-    stop: Arc<AtomicBool>,
-    reload: Arc<AtomicBool>,
-}
-
-impl Signals {
-    fn register() -> Result<Signals> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let s = Signals {
-            stop: Arc::new(AtomicBool::new(false)),
-            reload: Arc::new(AtomicBool::new(false)),
-        };
-        for (signal, flag) in [(SIGTERM, &s.stop), (SIGINT, &s.stop), (SIGHUP, &s.reload)] {
-            signal_hook::flag::register(signal, flag.clone())
-                .map_err(|e| Error::File(format!("cannot handle signal {signal}: {e}")))?;
-        }
-        Ok(s)
     }
 }
 
@@ -394,30 +80,9 @@ struct Service<'a> {
     envoy_online: Option<bool>,
 }
 
-fn output(config: &Config, serial: &str, dry_run: bool) -> Result<Box<dyn Output>> {
-    if dry_run {
-        return Ok(Box::new(Stdout));
-    }
-    if config.mqtt.tls_insecure {
-        log::warn!("MQTT_TLS_INSECURE=true: any broker certificate is accepted");
-    }
-    let p = publisher(config, serial);
-    let mut session = Session::new(
-        &config.mqtt,
-        &client_id(config, serial, false),
-        Some(&p.availability(false)),
-        vec![p.availability(true)],
-    )?;
-    session.subscribe(command::subscriptions(
-        &config.mqtt.prefix,
-        config.ha_discovery.then_some(config.ha_prefix.as_str()),
-    ));
-    Ok(Box::new(Broker::new(session)))
-}
-
 impl Service<'_> {
     fn publisher(&self) -> Publisher {
-        publisher(&self.config, &self.envoy.serial)
+        output::publisher(&self.config, &self.envoy.serial)
     }
 
     fn publish(&mut self, messages: &[Message]) -> Result<()> {
@@ -439,14 +104,16 @@ impl Service<'_> {
                 if errors.last() != Some(&text) {
                     errors.push(text);
                 }
-                let h = health(&self.envoy, &errors, self.last_sync, Some(self.next_sync()));
+                let h = self
+                    .envoy
+                    .health(&errors, self.last_sync, Some(self.next_sync()));
                 self.publish(&[p.status(false, &h)])?;
                 return Err(e);
             }
         };
         let mut fields = reading::data_fields(&snap);
         if self.archive.waiting() && self.out.is_connected() {
-            restore(&mut self.archive, &p, self.out.as_mut());
+            archive::restore(&mut self.archive, &p, self.out.as_mut());
         }
         self.archive.hold(&mut fields);
         self.last_sync = Some(now);
@@ -460,7 +127,12 @@ impl Service<'_> {
         let mut messages = Vec::new();
         if names != self.fields {
             self.fields = names;
-            messages.extend(discovery(&self.config, &self.envoy, &entities, None));
+            messages.extend(inventory::announce(
+                &self.config,
+                &self.envoy,
+                &entities,
+                None,
+            ));
         }
         messages.extend(self.envoy_state(&p, true));
         messages.extend(p.data(&fields, now));
@@ -474,7 +146,7 @@ impl Service<'_> {
         // `ok` after every data poll: the error of an earlier poll is over.
         let next = next_tick(self.start, self.config.data_interval, Instant::now());
         let next = now + next.saturating_duration_since(Instant::now());
-        messages.push(p.status(true, &health(&self.envoy, &[], Some(now), Some(next))));
+        messages.push(p.status(true, &self.envoy.health(&[], Some(now), Some(next))));
         self.publish(&messages)
     }
 
@@ -669,11 +341,11 @@ impl Service<'_> {
             if let Err(e) = self.out.close(&[old]) {
                 log::warn!("{e}");
             }
-            match output(&new, &self.envoy.serial, self.dry_run) {
+            match output::open(&new, &self.envoy.serial, self.dry_run) {
                 Ok(out) => self.out = out,
                 Err(e) => {
                     log::error!("reload: {e}; the running configuration stays");
-                    if let Ok(out) = output(&self.config, &self.envoy.serial, self.dry_run) {
+                    if let Ok(out) = output::open(&self.config, &self.envoy.serial, self.dry_run) {
                         self.out = out;
                     }
                     return;
@@ -734,7 +406,8 @@ fn connect_with_backoff(config: &Config, signals: &Signals) -> Option<Envoy> {
                     if signals.stop.load(Ordering::Relaxed) {
                         return None;
                     }
-                    std::thread::sleep(SLICE.min(until.saturating_duration_since(Instant::now())));
+                    let left = until.saturating_duration_since(Instant::now());
+                    std::thread::sleep(SIGNAL_CHECK.min(left));
                 }
             }
         }
@@ -748,11 +421,11 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
     let Some(mut envoy) = connect_with_backoff(&config, &signals) else {
         return Ok(());
     };
-    let mut out = output(&config, &envoy.serial, dry_run)?;
+    let mut out = output::open(&config, &envoy.serial, dry_run)?;
     envoy.set_tend(out.tender());
-    let archive = archive(
+    let archive = archive::load(
         &config,
-        &publisher(&config, &envoy.serial),
+        &output::publisher(&config, &envoy.serial),
         out.as_mut(),
         false,
         dry_run,
@@ -813,48 +486,18 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         {
             wake = wake.min(at);
         }
-        let until = wake.min(Instant::now() + SLICE);
-        for (topic, payload) in service.out.wait(until) {
+        if service.config.raw_interval.is_none() {
+            wake = wake.min(Instant::now() + SIGNAL_CHECK);
+        }
+        for (topic, payload) in service.out.wait(wake) {
             service.command(&topic, &payload);
         }
     }
 }
 
-/// `--check`'s broker line: connects and disconnects cleanly.
-pub fn check_broker(config: &Config) -> Result<String> {
-    let id = format!("envoy2mqtt-check-{}", std::process::id());
-    let mut session = Session::new(&config.mqtt, &id, None, Vec::new())?;
-    session.connect()?;
-    session.close(&[])?;
-    Ok(format!(
-        "{}:{}{} accepted the connection",
-        config.mqtt.host,
-        config.mqtt.port,
-        if config.mqtt.tls { " (TLS)" } else { "" }
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ticks_do_not_drift_or_bunch() {
-        let start = Instant::now();
-        let s = Duration::from_secs(1);
-        let cases = [
-            (Duration::from_millis(0), 1000),
-            (Duration::from_millis(999), 1000),
-            (Duration::from_millis(1000), 2000),
-            (Duration::from_millis(1003), 2000),
-            // A 3.5 s answer skips ticks 2 and 3.
-            (Duration::from_millis(4500), 5000),
-        ];
-        for (elapsed, want) in cases {
-            let next = next_tick(start, s, start + elapsed);
-            assert_eq!(next - start, Duration::from_millis(want), "{elapsed:?}");
-        }
-    }
 
     #[test]
     fn sign_of_life() {
@@ -868,14 +511,5 @@ mod tests {
             s.line(SIGN_OF_LIFE),
             "alive: in the last 1h, 3660 Envoy polls (2 failed), 18300 messages published, 1 broker reconnects"
         );
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_five_minutes() {
-        let got: Vec<u64> = [1, 2, 3, 4, 9, 10, 30]
-            .iter()
-            .map(|f| backoff(*f).as_secs())
-            .collect();
-        assert_eq!(got, [1, 2, 4, 8, 256, 300, 300]);
     }
 }

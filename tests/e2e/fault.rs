@@ -1,0 +1,361 @@
+//! Faults: bad Envoy answers, outages and back-off, a slow Envoy, a broker killed and
+//! restarted, two clients with one id.
+
+use std::time::{Duration, Instant};
+
+use super::sim::{self};
+use super::support::*;
+
+#[test]
+fn bad_answers_are_skipped_and_the_bridge_recovers() {
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    let state = Tmp::new("state");
+    let env = [
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().into()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // --once: a broken answer is a one-line reason and exit 1, nothing published.
+    for fault in ["garbage", "503"] {
+        match fault {
+            "garbage" => c.lock().faults.garbage = 1,
+            _ => c.lock().faults.status = Some((503, 1)),
+        }
+        let out = run(&env, &["--once", "--dry-run"]);
+        assert_eq!(out.status.code(), Some(1), "{fault}");
+        let printed = text(&out.stdout);
+        assert!(!printed.contains("/data/"), "{fault}: nothing published");
+        assert!(
+            printed.starts_with(r#"envoy/status [retained] {"status":"error""#),
+            "{fault}: {printed}"
+        );
+        let err = text(&out.stderr);
+        let last = err.trim().lines().last().unwrap();
+        assert!(last.starts_with("envoy2mqtt: envoy:"), "{fault}: {err}");
+    }
+
+    // The service: garbage, a 503 and a dropped connection are skipped, the data keeps coming.
+    let mut env = env.clone();
+    env.extend([
+        ("RAW_DATA_INTERVAL_SECONDS", "100ms"),
+        ("DATA_INTERVAL_SECONDS", "1h"),
+    ]);
+    {
+        let mut s = c.lock();
+        s.faults.garbage = 2;
+        s.faults.status = Some((503, 2));
+        s.faults.drop = 1;
+    }
+    let d = Daemon::start(&env, &["--dry-run"]);
+    assert!(d.wait_until(Duration::from_secs(20), |d| {
+        d.stdout()
+            .iter()
+            .filter(|l| l.contains("/raw/prod_eim_wNow"))
+            .count()
+            >= 3
+    }));
+    assert!(
+        d.stderr().contains("is not the JSON expected") || d.stderr().contains("HTTP 503"),
+        "{}",
+        d.stderr()
+    );
+    assert!(
+        d.stdout()
+            .iter()
+            .all(|l| !l.contains("NaN") && !l.contains("activePower"))
+    );
+}
+
+#[test]
+fn broker_killed_and_restarted_20_times() {
+    let e = envoy("7.6.175_with_cts");
+    let mut broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("DATA_INTERVAL_SECONDS", "2"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let mut d = Daemon::start(&pairs(&env), &[]);
+    assert!(d.wait_until(Duration::from_secs(10), |d| {
+        d.stderr().contains("connected to broker")
+    }));
+    for _ in 0..20 {
+        broker.restart();
+        std::thread::sleep(Duration::from_millis(600)); // the fault's pace: a restart every 0.6 s
+    }
+    let restarted = Instant::now();
+    let sub = Subscriber::start(&broker, &[]);
+    let back = sub.wait_until(Duration::from_secs(30), |s| {
+        let retained = |t: &str| s.iter().any(|m| m.topic == t && m.retained);
+        retained("envoy/122238082763/status")
+            && retained("envoy/122238082763/data/prod_eim_wNow")
+            && retained("envoy/122238082763/ledger")
+            && s.iter()
+                .any(|m| m.topic == "envoy/122238082763/raw/timestamp")
+    });
+    let crashed = d.child.try_wait().unwrap().is_some();
+    println!(
+        "broker restarts: 20; bridge crashes: {}; availability, data, ledger and raw back {} ms after the last restart",
+        u8::from(crashed),
+        restarted.elapsed().as_millis()
+    );
+    assert!(back && !crashed, "{}", d.stderr());
+    assert_eq!(sub.last("envoy/122238082763/status").unwrap().1, "online");
+}
+
+#[test]
+fn envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll() {
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    let state = Tmp::new("state");
+    let env = [
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().into()),
+        ("RAW_DATA_INTERVAL_SECONDS", "1".into()),
+        ("DATA_INTERVAL_SECONDS", "1h".into()),
+        ("HA_DISCOVERY", "false".into()),
+    ];
+    let d = Daemon::start(&pairs(&env), &["--dry-run"]);
+    assert!(d.wait_until(Duration::from_secs(10), |d| raw_lines(d) >= 2));
+    let readings = || c.count("GET /ivp/meters/readings");
+    // (what, fault on, fault off, seconds): 503s, dropped connections, and answers slower
+    // than the 10 s timeout (the Envoy's nightly outage, shortened).
+    type Fault = fn(&mut sim::Faults);
+    let phases: [(&str, Fault, Fault, u64); 3] = [
+        (
+            "HTTP 503",
+            |f| f.status = Some((503, u32::MAX)),
+            |f| f.status = None,
+            12,
+        ),
+        (
+            "dropped connections",
+            |f| f.drop = u32::MAX,
+            |f| f.drop = 0,
+            12,
+        ),
+        (
+            "timeouts",
+            |f| f.delay = Duration::from_secs(11),
+            |f| f.delay = Duration::ZERO,
+            25,
+        ),
+    ];
+    // `make soak` stretches the outages to minutes (FAULT_SCALE=12: 5 minutes of timeouts);
+    // at most 12, so that the test stays bounded in time.
+    let scale: u64 = std::env::var("FAULT_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 12);
+    for (what, on, off, seconds) in phases {
+        let seconds = seconds * scale;
+        on(&mut c.lock().faults);
+        let during = readings();
+        std::thread::sleep(Duration::from_secs(seconds)); // the outage's length
+        off(&mut c.lock().faults);
+        let (asked, lines) = (readings() - during, raw_lines(&d));
+        let cleared = readings();
+        // The next poll comes at most one back-off (5 minutes at most) after the outage.
+        let back = d.wait_until(Duration::from_secs((40 * scale).min(330)), |d| {
+            raw_lines(d) > lines
+        });
+        let polls = readings() - cleared;
+        // Back-off 1, 2, 4, 8, 16 s: a poll at most every 2^n s after n failures.
+        let bound = 2 + (seconds as f64).log2().ceil() as usize;
+        println!(
+            "{what}: {asked} Envoy requests in {seconds} s of outage (bound {bound}); {polls} poll(s) after it ended to recover"
+        );
+        assert!(back, "{what}: no data after the outage: {}", d.stderr());
+        assert!(asked <= bound, "{what}: {asked} requests");
+        assert!(polls <= 1, "{what}: {polls} polls to recover");
+    }
+}
+
+#[test]
+fn status_goes_ok_error_ok_across_an_envoy_outage() {
+    let Rig { d, sub, c, .. } = &rig(
+        "7.6.175_with_cts",
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "1"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let statuses = |s: &[Seen]| -> Vec<String> {
+        s.iter()
+            .filter(|m| m.topic == "envoy/status")
+            .map(|m| m.payload.split('"').nth(3).unwrap_or_default().to_string())
+            .collect()
+    };
+    let has = |s: &[Seen], want: &[&str]| {
+        let got = statuses(s);
+        let mut i = 0;
+        for g in &got {
+            if i < want.len() && g == want[i] {
+                i += 1;
+            }
+        }
+        i == want.len()
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| has(s, &["ok"])),
+        "first ok: {}",
+        d.stderr()
+    );
+    c.lock().faults.status = Some((503, u32::MAX));
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| has(s, &["ok", "error"])),
+        "error: {}",
+        d.stderr()
+    );
+    c.lock().faults.status = None;
+    assert!(
+        sub.wait_until(Duration::from_secs(20), |s| has(s, &["ok", "error", "ok"])),
+        "ok again: {:?}",
+        statuses(&sub.seen())
+    );
+    let last = sub.last("envoy/status").unwrap();
+    assert!(last.0, "retained");
+    assert!(
+        last.1.contains(r#""errors":[]"#) && last.1.contains(r#""next_sync":"20"#),
+        "{}",
+        last.1
+    );
+}
+
+#[test]
+fn a_slow_envoy_never_makes_the_availability_lie() {
+    // Every answer, the Envoy's and the cloud's, takes 9 s for 2 minutes, and the Envoy
+    // refuses the session once at the start of it, so that a poll needs a new token from
+    // the cloud: seven requests of 9 s in one poll. The broker drops a client it hears
+    // nothing from for 45 s (1.5 × the 30 s keep-alive); the bridge must keep its session
+    // alive through it all.
+    let (e, cloud, ca, _certs) = envoy_and_cloud("7.6.175_with_cts", false);
+    let c = e.server.control.clone();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let sub = Subscriber::start(&broker, &[]);
+    let state = Tmp::new("state");
+    std::fs::write(
+        state.path("token"),
+        c.issue_token(365 * 86_400, "owner@example.com"),
+    )
+    .unwrap();
+    let env = with(
+        cloud_env(&e, &state, &cloud, ca.to_str().unwrap()),
+        &[
+            ("MQTT_HOST", "127.0.0.1"),
+            ("MQTT_PORT", &broker.port()),
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("DATA_INTERVAL_SECONDS", "20"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&env), &[]);
+    let availability = "envoy/122238082763/status";
+    let raw = |s: &[Seen]| {
+        s.iter()
+            .filter(|m| m.topic.ends_with("/raw/timestamp"))
+            .count()
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| raw(s) >= 2),
+        "{}",
+        d.stderr()
+    );
+    {
+        let mut s = c.lock();
+        s.faults.delay = Duration::from_secs(9);
+        s.faults.unauthorized = 2; // the session, then the token
+        s.tokens.clear();
+    }
+    // 2 minutes of slow answers, as the Envoy's nightly busy spell.
+    std::thread::sleep(Duration::from_secs(120)); // the fault's length
+    let during = raw(&sub.seen());
+    c.lock().faults.delay = Duration::ZERO;
+    assert!(
+        sub.wait_until(Duration::from_secs(30), |s| raw(s) >= during + 3),
+        "data resumes: {}",
+        d.stderr()
+    );
+    assert_eq!(c.count("POST /tokens"), 1, "a new token: {}", d.stderr());
+    let seen = sub.seen();
+    assert!(
+        seen.iter()
+            .any(|m| m.topic == availability && m.payload == "online")
+    );
+    let offline = seen
+        .iter()
+        .filter(|m| m.topic == availability && m.payload == "offline")
+        .count();
+    assert_eq!(offline, 0, "the last will fired: {}", d.stderr());
+    assert!(
+        !d.stderr().contains("is back"),
+        "no reconnect: {}",
+        d.stderr()
+    );
+}
+
+#[test]
+fn one_client_id_for_two_clients_is_named_and_backed_off() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let sub = Subscriber::start(&broker, &[]);
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    // By default the service and --once have different ids: --once beside the service
+    // does not throw it out (its availability never blips offline).
+    let service = Daemon::start(&pairs(&env), &[]);
+    let online = |s: &[Seen]| {
+        s.iter()
+            .any(|m| m.topic == "envoy/122238082763/status" && m.payload == "online")
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(10), online),
+        "{}",
+        service.stderr()
+    );
+    let once_state = Tmp::new("state");
+    let once = run(&pairs(&bridge_env(&e, &broker, &once_state)), &["--once"]);
+    assert!(once.status.success(), "{}", text(&once.stderr));
+    assert!(!sub.seen().iter().any(|m| m.payload == "offline"));
+    assert!(
+        !service.stderr().contains("is back"),
+        "{}",
+        service.stderr()
+    );
+    drop(service);
+
+    // Two services given one id: each throws the other out. The bridge says so, and backs off.
+    let same = with(env, &[("MQTT_CLIENT_ID", "shared-id")]);
+    let a = Daemon::start(&pairs(&same), &[]);
+    let b = Daemon::start(&pairs(&same), &[]);
+    let named = |d: &Daemon| {
+        d.stderr()
+            .contains("another client uses MQTT_CLIENT_ID=shared-id")
+    };
+    let start = Instant::now();
+    while !(named(&a) || named(&b)) && start.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(100)); // polling the logs, bounded above
+    }
+    assert!(named(&a) || named(&b), "{}\n{}", a.stderr(), b.stderr());
+    let connects = |d: &Daemon| d.stderr().matches("connected to broker").count();
+    let before = connects(&a) + connects(&b);
+    std::thread::sleep(Duration::from_secs(30)); // the window the rate is measured over
+    let during = connects(&a) + connects(&b) - before;
+    println!("two clients with one id: {during} connections in 30 s");
+    assert!(during <= 10, "{during} connections in 30 s: {}", a.stderr());
+}

@@ -1,0 +1,243 @@
+//! Packaging: the OpenWrt init script run as procd would, the feed's test script, `make demo`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::support::*;
+
+/// Stand-ins for the OpenWrt shell functions the init script calls: UCI options are read
+/// from `$UCI_FILE` (with the defaults of the validation specs), and what the script asks
+/// of procd is written to `$OUT`: `argv` (one argument a line), `env` (KEY=value lines),
+/// `params` (the other instance parameters).
+pub const PROCD_HARNESS: &str = r#"
+config_load() { :; }
+config_foreach() { _cb=$1; shift 2; "$_cb" main "$@"; }
+uci_option() { sed -n "s/^[[:space:]]*option $1 '\(.*\)'\$/\1/p" "$UCI_FILE" | head -n 1; }
+uci_load_validate() {
+	_section=$3; _callback=$4; shift 4
+	for _spec in "$@"; do
+		_name=${_spec%%:*}; _rest=${_spec#*:}; _default=
+		case "$_rest" in *:*) _default=${_rest#*:} ;; esac
+		_value=$(uci_option "$_name")
+		[ -n "$_value" ] || _value=$_default
+		eval "$_name=\$_value"
+	done
+	"$_callback" "$_section" 0
+}
+procd_open_instance() { :; }
+procd_close_instance() { :; }
+procd_set_param() {
+	_key=$1; shift
+	case "$_key" in
+	command) printf '%s\n' "$@" > "$OUT/argv" ;;
+	env) printf '%s\n' "$@" > "$OUT/env" ;;
+	*) echo "$_key $*" >> "$OUT/params" ;;
+	esac
+}
+procd_append_param() {
+	_key=$1; shift
+	case "$_key" in
+	command) printf '%s\n' "$@" >> "$OUT/argv" ;;
+	env) printf '%s\n' "$@" >> "$OUT/env" ;;
+	*) echo "$_key $*" >> "$OUT/params" ;;
+	esac
+}
+. "$INIT"
+SETTINGS="$OUT/envoy2mqtt.conf"
+start_service
+"#;
+
+/// Runs the init script's `start_service` on `uci` (the text of /etc/config/envoy2mqtt);
+/// returns the command line and the environment procd would start the bridge with.
+pub fn procd_start(dir: &Tmp, uci: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let _ = std::fs::remove_file(dir.path("env"));
+    let _ = std::fs::remove_file(dir.path("params"));
+    std::fs::write(dir.path("uci"), uci).unwrap();
+    let init =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("openwrt/envoy2mqtt/files/envoy2mqtt.init");
+    let out = Command::new("sh")
+        .args(["-c", PROCD_HARNESS])
+        .env("UCI_FILE", dir.path("uci"))
+        .env("OUT", &dir.0)
+        .env("INIT", init)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let read = |f: &str| std::fs::read_to_string(dir.path(f)).unwrap_or_default();
+    let argv = read("argv").lines().map(str::to_string).collect();
+    let env = read("env")
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    (argv, env)
+}
+
+#[test]
+fn openwrt_init_script_starts_and_reloads_the_bridge_as_procd_would() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::with_password("router", "uci-SECRET-8812");
+    let dir = Tmp::new("procd");
+    let state = Tmp::new("state");
+    let uci = |prefix: &str| {
+        format!(
+            "config envoy2mqtt 'main'\n\toption enabled '1'\n\toption envoy_host '{}'\n\toption envoy_token '{}'\n\toption mqtt_host '127.0.0.1'\n\toption mqtt_port '{}'\n\toption mqtt_username 'router'\n\toption mqtt_password 'uci-SECRET-8812'\n\toption mqtt_topic_prefix '{prefix}'\n\toption raw_data_interval_seconds '0'\n\toption ha_discovery '0'\n\toption offpeak_hours '22:00-06:00'\n\toption state_dir '{}'\n",
+            e.server.url(),
+            e.token,
+            broker.port(),
+            state.0.display()
+        )
+    };
+    // Disabled, as installed: no instance.
+    let (argv, _) = procd_start(
+        &dir,
+        &uci("solar").replace("option enabled '1'", "option enabled '0'"),
+    );
+    assert!(argv.is_empty(), "{argv:?}");
+
+    let (argv, env) = procd_start(&dir, &uci("solar"));
+    let settings = dir.path("envoy2mqtt.conf");
+    assert_eq!(
+        argv,
+        [
+            "/usr/bin/envoy2mqtt",
+            "--config",
+            settings.to_str().unwrap()
+        ]
+    );
+    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ENVOY_TOKEN", "MQTT_PASSWORD"],
+        "secrets only, in the environment"
+    );
+    let file = std::fs::read_to_string(&settings).unwrap();
+    assert!(
+        file.contains("MQTT_TOPIC_PREFIX=solar\n") && file.contains("HA_DISCOVERY=false\n"),
+        "{file}"
+    );
+    assert!(
+        !file.contains("SECRET") && !file.contains(&e.token),
+        "no secret in {file}"
+    );
+    assert_eq!(
+        std::fs::metadata(&settings).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let params = std::fs::read_to_string(dir.path("params")).unwrap();
+    assert!(
+        params.contains("reload_signal HUP")
+            && params.contains("respawn")
+            && params.contains("stderr 1"),
+        "{params}"
+    );
+
+    // Started as procd would: that command line, that environment and nothing else.
+    let sub = Subscriber::start(&broker, &["-u", "router", "-P", "uci-SECRET-8812"]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+    let mut cmd = command(&env, &args);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let topic = "solar/122238082763/data/prod_eim_wNow";
+    let seen = sub.wait_until(Duration::from_secs(10), |s| {
+        s.iter().any(|m| m.topic == topic)
+    });
+    if !seen {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("no {topic}: {}", text(&out.stderr));
+    }
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+    assert!(!text(&cmdline).contains("SECRET") && !text(&cmdline).contains(&e.token));
+
+    // `reload` after a UCI change: the command line and the secrets are the same, so procd
+    // sends SIGHUP instead of restarting; the bridge re-reads the file and moves to the new
+    // prefix without a new process.
+    let (argv2, env2) = procd_start(&dir, &uci("roof"));
+    assert_eq!(argv2, argv);
+    assert_eq!(env2.len(), env.len());
+    let ok = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let topic = "roof/122238082763/data/prod_eim_wNow";
+    let moved = sub.wait_until(Duration::from_secs(10), |s| {
+        s.iter().any(|m| m.topic == topic)
+    });
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        moved && alive,
+        "no {topic} after SIGHUP: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn make_demo_lists_the_captures_and_refuses_an_unknown_one() {
+    let make = |variant: &str| {
+        Command::new("make")
+            .args(["-s", "demo", &format!("VARIANT={variant}")])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let list = make("list");
+    assert!(list.status.success());
+    let names = text(&list.stdout);
+    for name in [
+        "7.6.175_with_cts",
+        "8.2.4264_metered_no_ct",
+        "vincentwolsink_D7.6.175_metered",
+    ] {
+        assert!(names.contains(&format!("  {name}\n")), "{names}");
+    }
+    let nope = make("nope");
+    assert!(!nope.status.success());
+    let err = text(&nope.stderr);
+    assert!(
+        err.lines().next().unwrap_or_default()
+            == "make demo: there is no capture named 'nope'; make demo VARIANT=list shows them",
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && text(&nope.stdout).is_empty(),
+        "{err}"
+    );
+}
+
+#[test]
+fn openwrt_feed_test_script_passes() {
+    // The feed's test.sh runs `envoy2mqtt` from PATH with the package version.
+    let bin = Path::new(env!("CARGO_BIN_EXE_envoy2mqtt"))
+        .parent()
+        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("openwrt/envoy2mqtt/test.sh");
+    let out = Command::new("sh")
+        .arg(script)
+        .args(["envoy2mqtt", env!("CARGO_PKG_VERSION")])
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains(&format!("envoy2mqtt {}", env!("CARGO_PKG_VERSION"))));
+}

@@ -1,0 +1,274 @@
+//! What the bridge reads from each Envoy layout: golden messages for every fixture, production
+//! from the right source, three-phase channels, derived counters.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::sim::{self, Control};
+use super::support::*;
+
+#[test]
+fn golden_messages_for_every_fixture() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut variants: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    variants.sort();
+    assert!(variants.len() >= 12, "{variants:?}");
+    // Firmware that exposes no JSON production fails: see production_from_the_right_source.
+    variants.retain(|v| v != NO_JSON);
+    for variant in &variants {
+        let e = envoy(variant);
+        let state = Tmp::new("state");
+        for format in ["simple", "json"] {
+            let out = run(
+                &[
+                    ("ENVOY_HOST", &e.server.url()),
+                    ("ENVOY_TOKEN", &e.token),
+                    ("STATE_DIR", state.0.to_str().unwrap()),
+                    ("MQTT_FORMAT", format),
+                    ("HA_DISCOVERY", "false"),
+                ],
+                &["--once", "--dry-run"],
+            );
+            assert!(
+                out.status.success(),
+                "{variant} {format}: {}",
+                text(&out.stderr)
+            );
+            let got = normalize(&data_lines(&text(&out.stdout)));
+            let file = golden.join(format!("{variant}.{format}"));
+            if update {
+                std::fs::create_dir_all(&golden).unwrap();
+                std::fs::write(&file, &got).unwrap();
+            }
+            let want = std::fs::read_to_string(&file).unwrap_or_else(|_| {
+                panic!(
+                    "{} is missing: run with UPDATE_GOLDEN=1 and check it",
+                    file.display()
+                )
+            });
+            assert_eq!(got, want, "{variant} {format}");
+        }
+    }
+}
+
+#[test]
+fn production_from_the_right_source_on_every_layout() {
+    // Expected values read by hand from each fixture's files (see their _readme):
+    // - 7.3.466: v1 counters all 0 (wattsNow 689) -> production.json inverters 751 W, 702919 Wh.
+    // - 8.2.4264 metered, CTs disabled: v1 stale (4 W, 1600 Wh) -> inverters 5512 W, 32104567 Wh.
+    // - 8.3.5422 non-metered: v1 all 0 (0 W) -> inverters 1302 W, 9876543 Wh.
+    // - 3.18.5: 401 to /ivp/meters without tokens -> v1 812 W, 12345678 Wh, 4321 Wh today.
+    // The inverters' whToday is wrong on every firmware (pyenphase): no wattHoursToday from them.
+    let cases: [(&str, &str, &str, &str, Option<&str>); 4] = [
+        (
+            "7.3.466_metered_disabled_cts",
+            "122238082763",
+            "751",
+            "702919",
+            None,
+        ),
+        (
+            "8.2.4264_metered_no_ct",
+            "122412345678",
+            "5512",
+            "32104567",
+            None,
+        ),
+        ("8.3.5422_v1_zero", "122412348765", "1302", "9876543", None),
+        (
+            "3.18.5_meters_401",
+            "121512345678",
+            "812",
+            "12345678",
+            Some("4321"),
+        ),
+    ];
+    for (variant, serial, watts, wh, today) in cases {
+        let (code, out, err) = dry_run(variant);
+        assert_eq!(code, Some(0), "{variant}: {err}");
+        let p = format!("envoy/{serial}/data/");
+        let has =
+            |field: &str, value: &str| out.contains(&format!("{p}{field} [retained] {value}\n"));
+        assert!(
+            has("prod_eim_wNow", watts),
+            "{variant}: power {watts}\n{out}"
+        );
+        assert!(
+            has("prod_eim_whLifetime", wh),
+            "{variant}: lifetime {wh}\n{out}"
+        );
+        match today {
+            Some(t) => assert!(has("prod_eim_wattHoursToday", t), "{variant}\n{out}"),
+            None => assert!(!out.contains("wattHoursToday"), "{variant}\n{out}"),
+        }
+        assert!(
+            out.contains(r#"envoy/status [retained] {"status":"ok""#),
+            "{variant}\n{out}"
+        );
+        assert!(!err.contains("token"), "{variant}: no token problem: {err}");
+    }
+
+    // Nothing readable as JSON: an error, exit 1, and `P/status` says so.
+    let (code, out, err) = dry_run(NO_JSON);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("exposes no production as JSON"), "{err}");
+    assert!(
+        out.contains(r#"envoy/status [retained] {"status":"error""#),
+        "{out}"
+    );
+    assert!(!out.contains("/data/"), "{out}");
+
+    // --check names the source in use.
+    let e = envoy("8.2.4264_metered_no_ct");
+    let state = Tmp::new("state");
+    let out = run(
+        &[
+            ("ENVOY_HOST", &e.server.url()),
+            ("ENVOY_TOKEN", &e.token),
+            ("STATE_DIR", state.0.to_str().unwrap()),
+            ("MQTT_PORT", &free_port().to_string()),
+        ],
+        &["--check"],
+    );
+    let report = text(&out.stdout);
+    assert!(
+        report
+            .contains("production: from the microinverters (/production.json, inverters section)"),
+        "{report}"
+    );
+}
+
+#[test]
+fn unwired_phases_are_left_out_of_the_three_phase_fixture() {
+    // Checked by hand against 7.6.175_with_cts_3phase/ivp_meters_readings: both CTs are set
+    // for three phases, only L1 is wired (235.236 V; L2 6.124 V, L3 11.469 V). Production
+    // L1: 488.925 W over 510.003 VA apparent -> power factor 0.959; net L1 -36.162 W at
+    // 235.201 V; house current |488.925 - 36.162| / 235.201 = 1.925 A.
+    let (code, out, err) = dry_run("7.6.175_with_cts_3phase");
+    assert_eq!(code, Some(0), "{err}");
+    let p = "envoy/122238082763/data/";
+    for (field, value) in [
+        ("prod_eim_voltage", "235.236"),
+        ("prod_eim_current", "2.169"),
+        ("prod_eim_pwrFactor", "0.959"),
+        ("prod_eim_voltage_l1", "235.236"),
+        ("conso_net_eim_voltage", "235.201"),
+        ("conso_all_eim_rmsVoltage", "235.201"),
+        ("conso_all_eim_rmsCurrent", "1.925"),
+    ] {
+        assert!(
+            out.contains(&format!("{p}{field} [retained] {value}\n")),
+            "{field} {value}:\n{out}"
+        );
+    }
+    assert!(!out.contains("_l2") && !out.contains("_l3"), "{out}");
+    assert_eq!(
+        err.matches("phases without mains voltage").count(),
+        1,
+        "one log line: {err}"
+    );
+}
+
+#[test]
+fn derived_counters_never_decrease_under_ct_jitter() {
+    // Every counter the CTs measure only goes up, but not in step (export +8 Wh each
+    // answer, production +16 Wh every other one): self-consumption (production - export)
+    // and house consumption (production + import - export) would step back by 8 Wh every
+    // other poll.
+    let fixture = fixtures().join("7.6.175_with_cts");
+    let control = Control::new(&serial_of(&fixture));
+    {
+        let mut s = control.lock();
+        s.faults.counters = sim::Counters::Jitter;
+    }
+    let e = envoy_with(&fixture, control);
+    let state = Tmp::new("state");
+    let d = Daemon::start(
+        &[
+            ("ENVOY_HOST", &e.server.url()),
+            ("ENVOY_TOKEN", &e.token),
+            ("STATE_DIR", state.0.to_str().unwrap()),
+            ("HA_DISCOVERY", "false"),
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "100ms"),
+        ],
+        &["--dry-run"],
+    );
+    let series = |d: &Daemon, name: &str| -> Vec<f64> {
+        let topic = format!("envoy/122238082763/data/{name} [retained] ");
+        d.stdout()
+            .iter()
+            .filter_map(|l| l.strip_prefix(&topic)?.parse().ok())
+            .collect()
+    };
+    let done = d.wait_until(Duration::from_secs(60), |d| {
+        series(d, "eco_eim_whLifetime").len() >= 100
+    });
+    assert!(done, "100 polls: {}", d.stderr());
+    for measured in [
+        "prod_eim_whLifetime",
+        "grid_eim_whLifetime",
+        "import_eim_whLifetime",
+    ] {
+        let values = series(&d, measured);
+        assert!(
+            values.windows(2).all(|w| w[1] >= w[0]),
+            "{measured} {values:?}"
+        );
+    }
+    for name in [
+        "eco_eim_whLifetime",
+        "eco_eim_kwhLifetime",
+        "conso_all_eim_whLifetime",
+        "conso_all_eim_kwhLifetime",
+    ] {
+        let values = series(&d, name);
+        assert!(values.len() >= 100, "{name}: {}", values.len());
+        let back = values.windows(2).filter(|w| w[1] < w[0]).count();
+        assert_eq!(back, 0, "{name} decreased {back} times: {values:?}");
+        assert!(values.last() > values.first(), "{name} still advances");
+    }
+}
+
+#[test]
+fn fields_match_the_fixture_numbers() {
+    // Checked by hand against 7.6.175_with_cts/ivp_meters_readings: production CT 488.925 W,
+    // net CT -36.162 W, import (actEnergyDlvd) 3738205.282 Wh, export (actEnergyRcvd) 1776768.769 Wh.
+    let e = envoy("7.6.175_with_cts");
+    let state = Tmp::new("state");
+    let out = run(
+        &[
+            ("ENVOY_HOST", &e.server.url()),
+            ("ENVOY_TOKEN", &e.token),
+            ("STATE_DIR", state.0.to_str().unwrap()),
+        ],
+        &["--once", "--dry-run"],
+    );
+    let out = text(&out.stdout);
+    let p = "envoy/122238082763/data/";
+    for (field, value) in [
+        ("prod_eim_wNow", "488.925"),
+        ("conso_net_eim_wNow", "-36.162"),
+        ("grid_eim_wNow", "36.162"),
+        ("eco_eim_wNow", "452.763"),
+        ("conso_all_eim_wNow", "452.763"),
+        ("import_eim_whLifetime", "3738205.282"),
+        ("grid_eim_whLifetime", "1776768.769"),
+        ("conso_net_eim_whLifetime", "1961436.513"),
+        ("conso_all_eim_whLifetime", "5145230.398"),
+        ("eco_eim_whLifetime", "1407025.116"),
+        ("prod_eim_wattHoursToday", "4374"),
+    ] {
+        assert!(
+            out.contains(&format!("{p}{field} [retained] {value}\n")),
+            "{field} {value}:\n{out}"
+        );
+    }
+    assert!(!out.contains("/raw/"), "--once publishes no raw topics");
+}

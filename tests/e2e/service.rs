@@ -1,0 +1,358 @@
+//! The running service: raw and data topics, tick timing, commands (sync, reload, Home
+//! Assistant's birth), reloads, a closed standard output.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::support::*;
+
+#[test]
+fn service_publishes_raw_unretained_data_retained_and_availability() {
+    let e = envoy("7.6.175_with_cts_3phase");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("DATA_INTERVAL_SECONDS", "60"),
+        ],
+    );
+    let mut d = Daemon::start(&pairs(&env), &[]);
+    let raw = |s: &[Seen]| {
+        s.iter()
+            .filter(|m| m.topic == "envoy/122238082763/raw/prod_eim_wNow")
+            .count()
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(8), |s| raw(s) >= 3),
+        "{}",
+        d.stderr()
+    );
+    let seen = sub.seen();
+    assert_eq!(
+        sub.last("envoy/122238082763/status"),
+        Some((true, "online".into()))
+    );
+    for m in &seen {
+        // Only raw values and the ledger's restore probe are not retained.
+        let retained = !m.topic.contains("/raw/") && !m.topic.ends_with("/ledger/probe");
+        assert_eq!(m.retained, retained, "{m:?}");
+    }
+    for field in [
+        "prod_eim_wNow",
+        "conso_net_eim_wNow",
+        "conso_all_eim_wNow",
+        "timestamp",
+    ] {
+        assert!(
+            seen.iter()
+                .any(|m| m.topic == format!("envoy/122238082763/raw/{field}")),
+            "raw {field}"
+        );
+    }
+    // Only L1 of the three-phase meter is wired (L2, L3 read 6 and 11 V): L1 only.
+    assert!(seen.iter().any(
+        |m| m.topic == "envoy/122238082763/data/prod_eim_voltage_l1" && m.payload == "235.236"
+    ));
+    assert!(!seen.iter().any(|m| m.topic.ends_with("_l3")));
+    let config = sub
+        .last("homeassistant/sensor/envoy2mqtt_122238082763/prod_eim_wNow/config")
+        .unwrap()
+        .1;
+    assert!(
+        config.contains(
+            r#""availability":[{"topic":"envoy/122238082763/status"},{"topic":"envoy/122238082763/envoy"}],"availability_mode":"all""#
+        ),
+        "{config}"
+    );
+
+    // SIGTERM: offline, retained, and exit 0.
+    let pid = d.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status:?} {}", d.stderr());
+    assert!(sub.wait_until(
+        Duration::from_secs(3),
+        |_| sub.last("envoy/122238082763/status") == Some((true, "offline".into()))
+    ));
+}
+
+#[test]
+fn sixty_seconds_of_raw_ticks_without_drift() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let _d = Daemon::start(&pairs(&env), &[]);
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(60)); // the window measured: 60 s of 1 Hz ticks
+    let seen = sub.seen();
+    let window: Vec<&Seen> = seen
+        .iter()
+        .filter(|m| m.at >= start && m.at < start + Duration::from_secs(60))
+        .collect();
+    for field in [
+        "prod_eim_wNow",
+        "conso_net_eim_wNow",
+        "conso_all_eim_wNow",
+        "timestamp",
+    ] {
+        let n = window
+            .iter()
+            .filter(|m| m.topic == format!("envoy/122238082763/raw/{field}"))
+            .count();
+        println!("raw {field}: {n} messages in 60 s");
+        assert!((59..=61).contains(&n), "{field}: {n}");
+    }
+    // No drift: the n-th tick arrives n seconds after the first, within 200 ms.
+    let ticks: Vec<Instant> = seen
+        .iter()
+        .filter(|m| m.topic == "envoy/122238082763/raw/timestamp")
+        .map(|m| m.at)
+        .collect();
+    let worst = ticks
+        .iter()
+        .enumerate()
+        .map(|(n, t)| (t.duration_since(ticks[0]).as_secs_f64() - n as f64).abs())
+        .fold(0.0, f64::max);
+    println!(
+        "worst tick offset over {} ticks: {:.1} ms",
+        ticks.len(),
+        worst * 1000.0
+    );
+    assert!(worst < 0.2, "drift {worst} s");
+}
+
+#[test]
+fn sync_command_polls_now_and_is_rate_limited() {
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "1h"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&env), &[]);
+    let polls = || c.count("GET /api/v1/production");
+    assert!(d.wait_until(Duration::from_secs(8), |_| polls() == 1));
+    let first = |s: &[Seen]| s.iter().any(|m| m.topic.ends_with("/data/prod_eim_wNow"));
+    assert!(sub.wait_until(Duration::from_secs(5), first));
+    let before = sub.seen().len();
+    let asked = Instant::now();
+    publish(&broker, "envoy/command/sync", "", &[]);
+    assert!(sub.wait_until(Duration::from_secs(2), |s| {
+        s[before..]
+            .iter()
+            .any(|m| m.topic.ends_with("/data/prod_eim_wNow"))
+    }));
+    println!("sync answered in {} ms", asked.elapsed().as_millis());
+    assert_eq!(polls(), 2);
+
+    // 100 commands in a second: one more poll, at the end of the 10 s period, and no other.
+    for i in 0..100 {
+        publish(&broker, "envoy/command/sync", &i.to_string(), &[]);
+    }
+    assert!(d.wait_until(Duration::from_secs(15), |_| polls() >= 3));
+    let third = asked.elapsed();
+    assert!(
+        third >= Duration::from_secs(9),
+        "the third poll came after {third:?}"
+    );
+    assert_eq!(polls(), 3, "one poll for 100 commands");
+    publish(&broker, "envoy/command/nonsense", "boom", &[]);
+    assert!(
+        d.wait_until(Duration::from_secs(5), |d| d.stderr().contains(
+            "ignored unknown command or message: envoy/command/nonsense"
+        )),
+        "{}",
+        d.stderr()
+    );
+}
+
+#[test]
+fn home_assistant_birth_resends_discovery() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[("RAW_DATA_INTERVAL_SECONDS", "0")],
+    );
+    let _d = Daemon::start(&pairs(&env), &[]);
+    let topic = "homeassistant/sensor/envoy2mqtt_122238082763/prod_eim_wNow/config";
+    let count = |s: &[Seen]| s.iter().filter(|m| m.topic == topic).count();
+    assert!(sub.wait_until(Duration::from_secs(8), |s| count(s) == 1));
+    publish(&broker, "homeassistant/status", "online", &[]);
+    assert!(
+        sub.wait_until(Duration::from_secs(7), |s| count(s) == 2),
+        "discovery again within 1-5 s"
+    );
+}
+
+#[test]
+fn reload_applies_a_changed_configuration_file() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let file = state.path("envoy2mqtt.env");
+    std::fs::write(
+        &file,
+        "MQTT_TOPIC_PREFIX=before\nRAW_DATA_INTERVAL_SECONDS=0\n",
+    )
+    .unwrap();
+    let sub = Subscriber::start(&broker, &[]);
+    let env = bridge_env(&e, &broker, &state);
+    let mut d = Daemon::start(&pairs(&env), &["--config", file.to_str().unwrap()]);
+    assert!(sub.wait_until(Duration::from_secs(8), |_| {
+        sub.last("before/122238082763/data/prod_eim_wNow").is_some()
+    }));
+    std::fs::write(
+        &file,
+        "MQTT_TOPIC_PREFIX=after\nRAW_DATA_INTERVAL_SECONDS=0\n",
+    )
+    .unwrap();
+    publish(&broker, "before/command/reload", "", &[]);
+    assert!(
+        sub.wait_until(Duration::from_secs(8), |_| sub
+            .last("after/122238082763/data/prod_eim_wNow")
+            .is_some()),
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(
+        sub.last("before/122238082763/status"),
+        Some((true, "offline".into()))
+    );
+    assert_eq!(
+        sub.last("after/122238082763/status"),
+        Some((true, "online".into()))
+    );
+
+    // SIGHUP does the same; a broken file is refused and the running configuration stays.
+    std::fs::write(&file, "MQTT_TOPIC_PREFIX=#bad\n").unwrap();
+    let pid = d.child.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    // At most one reload per 10 s: this one runs at the end of the first one's period.
+    assert!(
+        d.wait_until(Duration::from_secs(15), |d| d
+            .stderr()
+            .contains("reload refused")),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[test]
+fn reloads_are_rate_limited_and_apply_the_log_level() {
+    let e = envoy("7.6.175_with_cts");
+    let c = e.server.control.clone();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let file = state.path("envoy2mqtt.env");
+    std::fs::write(&file, "RAW_DATA_INTERVAL_SECONDS=0\nLOG_LEVEL=info\n").unwrap();
+    let sub = Subscriber::start(&broker, &[]);
+    let env = bridge_env(&e, &broker, &state);
+    let d = Daemon::start(&pairs(&env), &["--config", file.to_str().unwrap()]);
+    assert!(sub.wait_until(Duration::from_secs(8), |_| {
+        sub.last("envoy/122238082763/data/prod_eim_wNow").is_some()
+    }));
+    let polls = || c.count("GET /ivp/meters/readings");
+    let before = polls();
+    // LOG_LEVEL=debug in the file, then 100 reload commands within a second.
+    std::fs::write(&file, "RAW_DATA_INTERVAL_SECONDS=0\nLOG_LEVEL=debug\n").unwrap();
+    let pub_100 = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "for i in $(seq 100); do echo; done | mosquitto_pub -h 127.0.0.1 -p {} -t envoy/command/reload -l",
+            broker.port()
+        ))
+        .status()
+        .unwrap();
+    assert!(pub_100.success());
+    let reloaded = |d: &Daemon| d.stderr().matches("configuration reloaded").count();
+    assert!(
+        d.wait_until(Duration::from_secs(5), |d| reloaded(d) >= 1),
+        "{}",
+        d.stderr()
+    );
+    // The one pending after the first runs at the end of the 10 s period.
+    assert!(
+        d.wait_until(Duration::from_secs(15), |d| reloaded(d) >= 2),
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(reloaded(&d), 2, "two reloads for 100 asks within 10 s");
+    assert_eq!(
+        polls(),
+        before,
+        "nothing changed for the Envoy: no extra poll"
+    );
+    assert!(
+        d.stderr().contains("[DEBUG]"),
+        "LOG_LEVEL=debug applied: {}",
+        d.stderr()
+    );
+}
+
+#[test]
+fn a_closed_standard_output_ends_a_dry_run_quietly() {
+    let e = envoy("7.6.175_with_cts");
+    let state = Tmp::new("state");
+    // The service prints a poll every 100 ms: the write after `head` has gone meets a
+    // closed pipe. `pipefail` gives the bridge's own exit code; `timeout` bounds the run.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; timeout 20 '{}' --dry-run | head -1",
+            env!("CARGO_BIN_EXE_envoy2mqtt")
+        ))
+        .env("ENVOY_HOST", e.server.url())
+        .env("ENVOY_TOKEN", &e.token)
+        .env("STATE_DIR", state.0.to_str().unwrap())
+        .env("DATA_INTERVAL_SECONDS", "100ms")
+        .env("RAW_DATA_INTERVAL_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("standard output"),
+        "{}",
+        text(&out.stderr)
+    );
+    // And the issue's own words: `--once --dry-run | head -1`.
+    let once = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' --once --dry-run | head -1",
+            env!("CARGO_BIN_EXE_envoy2mqtt")
+        ))
+        .env("ENVOY_HOST", e.server.url())
+        .env("ENVOY_TOKEN", &e.token)
+        .env("STATE_DIR", state.0.to_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(once.status.code(), Some(0), "{}", text(&once.stderr));
+}
