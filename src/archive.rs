@@ -13,13 +13,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::ledger::{self, Counters, Ledger, Note, SENSORS};
-use crate::message::{Message, Publisher};
+use crate::ledger::{self, Counters, Ledger, Note};
+use crate::message::{Composer, Message};
 use crate::output::Output;
 use crate::reading::Field;
+use crate::sensor::Sensor;
 use crate::tariff::Window;
 use crate::zone::{Date, Zone};
-use crate::{json, state, topic};
+use crate::{payload, state, topic};
 
 const FILE: &str = "ledger.json";
 
@@ -45,10 +46,10 @@ fn millis(t: SystemTime) -> i64 {
 
 /// The lifetime counters among a poll's fields.
 fn counters(fields: &[Field]) -> Counters {
-    let mut c = [None; 6];
-    for (slot, sensor) in c.iter_mut().zip(SENSORS) {
-        let name = format!("{sensor}_whLifetime");
-        *slot = fields.iter().find(|f| f.name == name).map(|f| f.value);
+    let mut c = Counters::default();
+    for s in Sensor::ALL {
+        let name = format!("{}_whLifetime", s.topic());
+        c[s] = fields.iter().find(|f| f.name == name).map(|f| f.value);
     }
     c
 }
@@ -77,7 +78,7 @@ impl Archive {
         let path = config.state_dir.join(FILE);
         let ledger = match state::read(&path)? {
             None => None,
-            Some(text) => match json::parse_ledger(&text) {
+            Some(text) => match ledger::parse(&text) {
                 Ok(l) => Some(l),
                 Err(e) => {
                     let bad = path.with_extension("json.bad");
@@ -125,7 +126,7 @@ impl Archive {
     /// too: the ledger goes on, and is written to the new folder).
     pub fn configure(&mut self, config: &Config) -> Result<()> {
         // TZ was checked with the configuration.
-        self.zone = Zone::system(config.tz.as_deref())?;
+        self.zone = config.zone.clone();
         log::debug!("ledger: local days in {}", self.zone.name);
         self.windows = config.offpeak.clone();
         let path = config.state_dir.join(FILE);
@@ -139,10 +140,10 @@ impl Archive {
     /// The retained topics a restore reads (`P/S/ledger` first, then the original
     /// envoy2mqtt's `_00h` and `_yesterday` references, and nothing else), and the probe
     /// topic that marks the end of them.
-    pub fn restore_topics(p: &Publisher) -> (Vec<String>, String) {
+    pub fn restore_topics(p: &Composer) -> (Vec<String>, String) {
         let (prefix, serial) = (&p.prefix, &p.serial);
         let mut topics = vec![topic::ledger(prefix, serial)];
-        for s in SENSORS {
+        for s in Sensor::ALL.map(Sensor::topic) {
             topics.push(topic::data(prefix, serial, &format!("{s}_whLifetime_00h")));
             topics.push(topic::data(prefix, serial, &format!("{s}_yesterday")));
         }
@@ -157,7 +158,7 @@ impl Archive {
 
     /// Takes the retained ledger if it is newer than the file's; keeps the rest of what
     /// the broker had for the first poll. `None`: the broker could not be read.
-    pub fn adopt(&mut self, p: &Publisher, retained: Option<Vec<(String, Vec<u8>)>>) {
+    pub fn adopt(&mut self, p: &Composer, retained: Option<Vec<(String, Vec<u8>)>>) {
         let Some(retained) = retained else {
             if self.ledger.is_none() {
                 log::warn!(
@@ -171,7 +172,7 @@ impl Archive {
         let kept = retained
             .iter()
             .find(|(t, _)| *t == topic)
-            .and_then(|(_, payload)| json::parse_ledger(&String::from_utf8_lossy(payload)).ok())
+            .and_then(|(_, payload)| ledger::parse(&String::from_utf8_lossy(payload)).ok())
             .and_then(|l| l.restored(&self.zone));
         match (kept, &self.ledger) {
             (Some(k), Some(file)) if k.at_ms > file.at_ms => {
@@ -201,7 +202,7 @@ impl Archive {
         for i in ledger::hold(&ledger.counters, &mut now) {
             let Some(wh) = now[i] else { continue };
             for f in fields.iter_mut() {
-                match f.name.strip_prefix(SENSORS[i]) {
+                match f.name.strip_prefix(i.topic()) {
                     Some("_whLifetime") => f.value = wh,
                     Some("_kwhLifetime") => f.value = wh / 1000.0,
                     _ => {}
@@ -212,9 +213,9 @@ impl Archive {
 
     /// Adds a data poll; returns whether the file should be written now (a new day, a
     /// first ledger, a restore).
-    pub fn update(&mut self, p: &Publisher, at: SystemTime, fields: &[Field]) -> bool {
+    pub fn update(&mut self, p: &Composer, at: SystemTime, fields: &[Field]) -> bool {
         let (at, now) = (millis(at), counters(fields));
-        if now.iter().all(Option::is_none) {
+        if now.0.iter().all(Option::is_none) {
             return false;
         }
         let Some(ledger) = &mut self.ledger else {
@@ -233,7 +234,7 @@ impl Archive {
     }
 
     /// The first ledger: a fresh one, with the original envoy2mqtt's `_00h` imported.
-    fn first(&mut self, p: &Publisher, at: i64, now: Counters) -> bool {
+    fn first(&mut self, p: &Composer, at: i64, now: Counters) -> bool {
         let retained = std::mem::take(&mut self.retained);
         let mut l = match Ledger::start(&self.zone, at, now) {
             Ok(l) => l,
@@ -246,20 +247,19 @@ impl Archive {
         let value = |name: String, date: Date| {
             let topic = topic::data(&p.prefix, &p.serial, &name);
             let (_, payload) = retained.iter().find(|(t, _)| *t == topic)?;
-            let (v, d) = json::dated_number(&String::from_utf8_lossy(payload))?;
+            let (v, d) = payload::dated_number(&String::from_utf8_lossy(payload))?;
             // A dated value must be of the right day; a bare one (the original's) is checked
             // against the counters by the ledger.
             (d.is_none() || d == Some(date.to_string())).then_some(v)
         };
         let yesterday = Date::from_days(today.days() - 1);
-        let refs: Vec<(usize, Option<f64>, Option<f64>)> = SENSORS
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
+        let refs: Vec<(Sensor, Option<f64>, Option<f64>)> = Sensor::ALL
+            .into_iter()
+            .map(|s| {
                 (
-                    i,
-                    value(format!("{s}_whLifetime_00h"), today),
-                    value(format!("{s}_yesterday"), yesterday),
+                    s,
+                    value(format!("{}_whLifetime_00h", s.topic()), today),
+                    value(format!("{}_yesterday", s.topic()), yesterday),
                 )
             })
             .collect();
@@ -267,7 +267,7 @@ impl Archive {
         if taken.is_empty() {
             log::info!("ledger: starting fresh; today's values count from now");
         } else {
-            let names: Vec<&str> = taken.iter().map(|i| SENSORS[*i]).collect();
+            let names: Vec<&str> = taken.iter().map(|s| s.topic()).collect();
             log::info!(
                 "ledger: today's references taken from the retained _00h topics of {}",
                 names.join(", ")
@@ -290,13 +290,13 @@ impl Archive {
         if self.read_only || !(always || self.unsaved) {
             return Ok(());
         }
-        state::write(&self.path, json::ledger(l).as_bytes())?;
+        state::write(&self.path, ledger::text(l).as_bytes())?;
         self.unsaved = false;
         Ok(())
     }
 
     /// The ledger's messages, when it has started.
-    pub fn messages(&self, p: &Publisher, now: SystemTime) -> Vec<Message> {
+    pub fn messages(&self, p: &Composer, now: SystemTime) -> Vec<Message> {
         self.ledger.as_ref().map_or_else(Vec::new, |l| {
             p.ledger(l, &self.zone, !self.windows.is_empty(), now)
         })
@@ -320,7 +320,7 @@ const RESTORE_WAIT: Duration = Duration::from_secs(3);
 /// `--once` writes the file before it publishes, so with a file it skips the broker.
 pub fn load(
     config: &Config,
-    p: &Publisher,
+    p: &Composer,
     out: &mut dyn Output,
     once: bool,
     dry_run: bool,
@@ -335,7 +335,7 @@ pub fn load(
 /// Reads the broker's retained ledger (and the original envoy2mqtt's references) into
 /// `archive`; until that worked once, a ledger without a file waits rather than starting
 /// fresh over what the broker keeps.
-pub fn restore(archive: &mut Archive, p: &Publisher, out: &mut dyn Output) {
+pub fn restore(archive: &mut Archive, p: &Composer, out: &mut dyn Output) {
     let (topics, probe) = Archive::restore_topics(p);
     archive.adopt(p, out.retained(&topics, &probe, RESTORE_WAIT));
 }

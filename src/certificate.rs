@@ -14,9 +14,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::config::{TlsVerify, hex, parse_fingerprint};
+use crate::config::TlsVerify;
 use crate::error::{Error, Result};
 use crate::state;
+use crate::value::{hex, parse_fingerprint};
 
 /// The file, in `STATE_DIR`, that remembers the fingerprint.
 pub const FILE: &str = "envoy-cert.sha256";

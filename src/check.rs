@@ -5,12 +5,14 @@
 
 use std::fmt::Write as _;
 
-use crate::config::{Config, Sources, hex};
+use crate::config::{Config, Sources};
 use crate::envoy::Envoy;
 use crate::error::Result;
 use crate::mqtt::Session;
+use crate::payload;
 use crate::reading;
 use crate::token::{self, Source};
+use crate::value::hex;
 
 /// Prints the report on stdout; `Ok(true)` when the Envoy answered with readings.
 pub fn run(config: &Config, sources: &Sources) -> Result<bool> {
@@ -113,7 +115,7 @@ fn envoy_report(config: &Config, out: &mut String) -> Result<()> {
     let fields = reading::data_fields(&snap);
     let _ = writeln!(out, "  readings: {} fields", fields.len());
     for f in fields.iter().filter(|f| f.name.ends_with("_wNow")) {
-        let _ = writeln!(out, "    {:<22} {} W", f.name, crate::json::number(f.value));
+        let _ = writeln!(out, "    {:<22} {} W", f.name, payload::number(f.value));
     }
     Ok(())
 }

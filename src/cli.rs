@@ -3,8 +3,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::config::{self, Sources};
+use crate::config::Sources;
 use crate::error::{Error, Result};
+use crate::setting;
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +47,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long(name) => {
                 let name = name.to_string();
                 // An unknown option is said first, before it can take the next one as its value.
-                if !config::SETTINGS
+                if !setting::SETTINGS
                     .iter()
-                    .any(|s| config::flag_name(s) == name)
+                    .any(|s| setting::flag_name(s) == name)
                 {
                     return Err(Error::Usage(format!("unknown option --{name}")));
                 }
@@ -107,11 +108,11 @@ environment or the --config file:
 ",
         env!("CARGO_PKG_VERSION")
     );
-    for s in config::SETTINGS {
+    for s in setting::SETTINGS {
         let flag = if s.secret {
             "(*)".to_string()
         } else {
-            format!("--{}", config::flag_name(s))
+            format!("--{}", setting::flag_name(s))
         };
         let default = if s.default.is_empty() {
             String::new()
@@ -213,7 +214,7 @@ mod tests {
     #[test]
     fn help_lists_every_setting() {
         let h = help();
-        for s in config::SETTINGS {
+        for s in setting::SETTINGS {
             assert!(h.contains(s.name), "{}", s.name);
         }
         assert!(h.contains("--mqtt-host") && !h.contains("--mqtt-password"));

@@ -11,7 +11,7 @@ use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
 use crate::config::{EnvoyConfig, Secret};
 use crate::error::{Error, Result};
-use crate::json;
+use serde_json::Value;
 
 /// One cloud request, from the name lookup to the last byte: a login (two requests) stalls
 /// the loop at most 20 s (see [`crate::mqtt::KEEP_ALIVE`]).
@@ -92,7 +92,7 @@ impl Cloud {
                 "the Enlighten login answered HTTP {status}; try again later, or set ENVOY_TOKEN"
             )));
         }
-        let session = json::session_id(&body)
+        let session = session_id(&body)
             .map_err(Error::Token)?
             .ok_or_else(|| {
                 Error::Token(format!(
@@ -105,7 +105,7 @@ impl Cloud {
             .agent
             .post(format!("{}/tokens", self.token_url))
             .header("Content-Type", "application/json")
-            .send(json::token_request(&session, serial, username))
+            .send(token_request(&session, serial, username))
             .map_err(|e| unreachable("the token request", e))?;
         let (status, body) = read(response, "the token request")?;
         if status != 200 {
@@ -115,5 +115,39 @@ impl Cloud {
             )));
         }
         Ok(body.trim().to_string())
+    }
+}
+
+/// The Enlighten login answer: `Ok(Some(session_id))`, or `Ok(None)` when the account
+/// needs a second factor (no `session_id`).
+pub fn session_id(body: &str) -> Result<Option<String>, String> {
+    let v: Value = serde_json::from_str(body)
+        .map_err(|e| format!("the Enlighten login answer is not the JSON expected: {e}"))?;
+    Ok(v.get("session_id")
+        .and_then(Value::as_str)
+        .map(str::to_string))
+}
+
+/// The JSON body of the entrez token request.
+pub fn token_request(session_id: &str, serial: &str, username: &str) -> String {
+    serde_json::json!({"session_id": session_id, "serial_num": serial, "username": username})
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_answers() {
+        assert_eq!(
+            session_id(r#"{"message":"success","session_id":"abc"}"#),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(
+            session_id(r#"{"message":"success","isBlocked":false}"#),
+            Ok(None)
+        );
+        assert!(session_id("<html>").is_err());
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::config::Config;
 use crate::envoy::{Envoy, Reply};
 use crate::error::{Error, Result};
-use crate::json;
+use serde_json::{Map, Value};
 
 /// The endpoints saved, in order.
 pub const ENDPOINTS: &[&str] = &[
@@ -51,7 +51,7 @@ fn save(dir: &Path, name: &str, reply: &Reply, secrets: &[String]) -> Result<()>
     write(name, redact(&reply.body, secrets))?;
     write(
         &format!("{name}_log.json"),
-        json::reply_log(reply.status, &headers),
+        reply_log(reply.status, &headers),
     )
 }
 
@@ -87,6 +87,16 @@ pub fn run(config: &Config, dir: &Path) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// The `_log.json` of a `--diagnose` capture, in the fixtures' format: `{"headers", "code"}`.
+pub fn reply_log(status: u16, headers: &[(String, String)]) -> String {
+    let headers: Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    let log = serde_json::json!({"headers": headers, "code": status});
+    serde_json::to_string_pretty(&log).unwrap_or_default()
 }
 
 #[cfg(test)]

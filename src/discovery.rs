@@ -14,7 +14,7 @@
 //! - `timestamp_text`: `timestamp` class, diagnostic; `timestamp` (seconds): no entity.
 
 use crate::config::Format;
-use crate::json;
+use crate::entity::{self, Entity};
 use crate::message::Message;
 use crate::reading::{Field, Unit};
 use crate::topic;
@@ -214,7 +214,7 @@ pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
         .filter_map(|(field, unit)| {
             let class = class(field, unit)?;
             let id = field.replace('/', "_");
-            let entity = json::Entity {
+            let entity = Entity {
                 name: name(field),
                 unique_id: format!("{}_{id}", device.node()),
                 default_entity_id: format!(
@@ -247,10 +247,10 @@ pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
         .collect()
 }
 
-fn config(device: &Device, component: &str, id: &str, entity: &json::Entity) -> Message {
+fn config(device: &Device, component: &str, id: &str, entity: &Entity) -> Message {
     Message {
         topic: device.config_topic(component, id),
-        payload: json::entity(entity),
+        payload: entity::payload(entity),
         retain: true,
         live: false,
     }
@@ -287,7 +287,7 @@ pub fn shown_by_default(field: &str) -> bool {
 
 /// The Envoy's connection, as a connectivity sensor on `P/S/envoy` (service only).
 fn connectivity(device: &Device) -> Message {
-    let entity = json::Entity {
+    let entity = Entity {
         name: "Envoy connection".into(),
         unique_id: format!("{}_envoy", device.node()),
         default_entity_id: format!("binary_sensor.envoy_{}_connection", device.serial),

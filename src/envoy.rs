@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::answer;
 use crate::certificate::{self, Verifier};
 use crate::config::{Config, EnvoyConfig, TlsVerify};
 use crate::connector::EnvoyTls;
 use crate::error::{Error, Result};
 use crate::info::{self, Info};
-use crate::json;
 use crate::message::Health;
 use crate::reading::{self, Inverters, Meter, Snapshot};
 use crate::source::{self, Source, V1};
@@ -95,6 +95,25 @@ fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
     Error::Envoy(format!("GET {url}{path} failed: {text}; {hint}"))
 }
 
+/// The HTTP agent for the Envoy: one kept-alive connection, no redirects, short time
+/// budgets, and TLS through [`EnvoyTls`] (the certificate checked by fingerprint).
+fn agent(verifier: Arc<Verifier>, provider: Arc<rustls::crypto::CryptoProvider>) -> ureq::Agent {
+    use ureq::unversioned::resolver::DefaultResolver;
+    use ureq::unversioned::transport::{Connector, TcpConnector};
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_idle_connections(1)
+        .max_idle_connections_per_host(1)
+        .max_idle_age(Duration::from_secs(120))
+        .timeout_global(Some(REQUEST_BUDGET))
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .user_agent(concat!("envoy2mqtt/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let connector = ().chain(TcpConnector::default()).chain(EnvoyTls::new(verifier, provider));
+    ureq::Agent::with_parts(config, connector, DefaultResolver::default())
+}
+
 impl Envoy {
     /// Builds the agent and reads `/info`.
     pub fn connect(config: &Config) -> Result<Envoy> {
@@ -103,25 +122,8 @@ impl Envoy {
         let remembered = certificate::remembered(&config.state_dir);
         let pinned = cfg.cert_sha256.or(remembered);
         let verifier = Arc::new(Verifier::new(cfg.tls_verify, pinned, provider.clone()));
-        let agent_config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_idle_connections(1)
-            .max_idle_connections_per_host(1)
-            .max_idle_age(Duration::from_secs(120))
-            .timeout_global(Some(REQUEST_BUDGET))
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .user_agent(concat!("envoy2mqtt/", env!("CARGO_PKG_VERSION")))
-            .build();
-        use ureq::unversioned::resolver::DefaultResolver;
-        use ureq::unversioned::transport::{Connector, TcpConnector};
-        let connector =
-            ().chain(TcpConnector::default())
-                .chain(EnvoyTls::new(verifier.clone(), provider));
-        let agent = ureq::Agent::with_parts(agent_config, connector, DefaultResolver::default());
-
         let mut envoy = Envoy {
-            agent,
+            agent: agent(verifier.clone(), provider),
             url: cfg.url.clone(),
             verifier,
             cfg: cfg.clone(),
@@ -144,32 +146,7 @@ impl Envoy {
             told_unwired: false,
             tend: None,
         };
-        let reply = envoy.request("/info", None)?;
-        if reply.status == 400 && envoy.url.starts_with("http://") {
-            return Err(Error::Envoy(format!(
-                "GET {}/info answered HTTP 400: the Envoy wants HTTPS there; write ENVOY_HOST=https://...",
-                envoy.url
-            )));
-        }
-        if reply.status != 200 {
-            return Err(Error::Envoy(format!(
-                "GET {}/info answered HTTP {}; check that ENVOY_HOST is an Envoy",
-                envoy.url, reply.status
-            )));
-        }
-        envoy.info = info::parse(&reply.body)
-            .map_err(|e| Error::Envoy(format!("{e}; check that ENVOY_HOST is an Envoy")))?;
-        envoy.serial = match &cfg.serial {
-            Some(sn) if *sn != envoy.info.serial => {
-                log::warn!(
-                    "ENVOY_SERIAL is {sn} but the Envoy says {}; using ENVOY_SERIAL",
-                    envoy.info.serial
-                );
-                sn.clone()
-            }
-            _ => envoy.info.serial.clone(),
-        };
-        envoy.keeper = Keeper::new(cfg, &config.state_dir, &envoy.serial);
+        envoy.read_info()?;
         log::info!(
             "Envoy {} at {}: firmware {}, {}",
             envoy.serial,
@@ -178,6 +155,38 @@ impl Envoy {
             envoy.info.model()
         );
         Ok(envoy)
+    }
+
+    /// Reads `/info`: the serial (unless `ENVOY_SERIAL` says otherwise), firmware, model.
+    fn read_info(&mut self) -> Result<()> {
+        let cfg = self.cfg.clone();
+        let reply = self.request("/info", None)?;
+        if reply.status == 400 && self.url.starts_with("http://") {
+            return Err(Error::Envoy(format!(
+                "GET {}/info answered HTTP 400: the Envoy wants HTTPS there; write ENVOY_HOST=https://...",
+                self.url
+            )));
+        }
+        if reply.status != 200 {
+            return Err(Error::Envoy(format!(
+                "GET {}/info answered HTTP {}; check that ENVOY_HOST is an Envoy",
+                self.url, reply.status
+            )));
+        }
+        self.info = info::parse(&reply.body)
+            .map_err(|e| Error::Envoy(format!("{e}; check that ENVOY_HOST is an Envoy")))?;
+        self.serial = match &cfg.serial {
+            Some(sn) if *sn != self.info.serial => {
+                log::warn!(
+                    "ENVOY_SERIAL is {sn} but the Envoy says {}; using ENVOY_SERIAL",
+                    self.info.serial
+                );
+                sn.clone()
+            }
+            _ => self.info.serial.clone(),
+        };
+        self.keeper = Keeper::new(&cfg, &self.state_dir, &self.serial);
+        Ok(())
     }
 
     /// What to call before every request (the service tends its broker session with it).
@@ -403,7 +412,7 @@ impl Envoy {
         }
         let meters = match self.body("/ivp/meters")? {
             None => Vec::new(),
-            Some(body) => json::meters(&body).map_err(Error::Envoy)?,
+            Some(body) => answer::meters(&body).map_err(Error::Envoy)?,
         };
         if !meters.iter().any(|m| m.enabled) && !self.told_unmetered {
             log::info!(
@@ -421,7 +430,7 @@ impl Envoy {
         }
         match self.body("/ivp/meters/readings")? {
             None => Ok(Vec::new()),
-            Some(body) => json::readings(&body).map_err(Error::Envoy),
+            Some(body) => answer::readings(&body).map_err(Error::Envoy),
         }
     }
 
@@ -469,7 +478,7 @@ impl Envoy {
     fn v1(&mut self) -> Result<Option<V1>> {
         match self.body("/api/v1/production")? {
             None => Ok(None),
-            Some(body) => json::production(&body).map(Some).map_err(Error::Envoy),
+            Some(body) => answer::production(&body).map(Some).map_err(Error::Envoy),
         }
     }
 
@@ -479,7 +488,7 @@ impl Envoy {
         let Some(body) = self.body("/production.json")? else {
             return Ok(None);
         };
-        Ok(json::production_inverters(&body).unwrap_or_else(|e| {
+        Ok(answer::production_inverters(&body).unwrap_or_else(|e| {
             log::debug!("{e}");
             None
         }))

@@ -6,7 +6,7 @@ use crate::discovery::{self, Device};
 use crate::envoy::Envoy;
 use crate::message::Message;
 use crate::reading;
-use crate::{json, state};
+use crate::state;
 
 /// Where the discovery topics last published are remembered, to remove stale entities.
 const DISCOVERY_FILE: &str = "discovery.json";
@@ -38,15 +38,25 @@ pub fn announce(
             log::warn!("{e}");
             None
         })
-        .map(|t| json::parse_strings(&t))
+        .map(|t| parse_strings(&t))
         .unwrap_or_default();
     let now: Vec<String> = messages.iter().map(|m| m.topic.clone()).collect();
     messages.extend(discovery::removals(&before, &messages));
     if before != now {
         // Not remembered means only that a later removal may be missed: no failed poll.
-        if let Err(e) = state::write(&file, json::strings(&now).as_bytes()) {
+        if let Err(e) = state::write(&file, strings(&now).as_bytes()) {
             log::warn!("{e}");
         }
     }
     messages
+}
+
+/// A list of strings as JSON (the remembered discovery topics).
+pub fn strings(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_default()
+}
+
+/// Reads a list of strings; anything else is an empty list.
+pub fn parse_strings(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
 }

@@ -1,7 +1,7 @@
 //! Reading an Enphase JWT: its expiry and owner, decoded without checking the signature
 //! (only the Envoy can check it; we only need to know when to renew).
 
-use crate::json::{self, Claims};
+use serde::Deserialize;
 
 /// Decodes unpadded base64url (RFC 4648 §5), as JWT parts are written.
 fn base64url(text: &str) -> Option<Vec<u8>> {
@@ -36,7 +36,26 @@ pub fn decode(token: &str) -> Result<Claims, String> {
         return Err("it is not a JWT (three base64url parts separated by dots)".into());
     };
     let bytes = base64url(payload).ok_or("its payload is not base64url")?;
-    json::claims(&bytes)
+    claims(&bytes)
+}
+
+/// The claims of an Enphase JWT that matter here.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Claims {
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// `owner` or `installer`.
+    #[serde(rename = "enphaseUser", default)]
+    pub enphase_user: String,
+    /// The Enlighten account's e-mail address.
+    #[serde(default)]
+    pub username: String,
+}
+
+/// The decoded payload part of a JWT.
+pub fn claims(payload: &[u8]) -> Result<Claims, String> {
+    serde_json::from_slice(payload)
+        .map_err(|e| format!("the token's claims are not JSON with an exp: {e}"))
 }
 
 #[cfg(test)]

@@ -14,29 +14,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::reading::{Field, Unit};
+use crate::sensor::{PerSensor, Sensor};
 use crate::tariff::{self, Window};
 use crate::zone::{Date, Zone};
 
-/// The counters the ledger follows, by their topic names.
-pub const SENSORS: [&str; 6] = [
-    "prod_eim",
-    "conso_all_eim",
-    "import_eim",
-    "grid_eim",
-    "eco_eim",
-    "conso_net_eim",
-];
-/// The energy-tree flows and the sensor each follows.
-pub const FLOWS: [(&str, usize); 4] = [
-    ("production", 0),
-    ("consumption", 1),
-    ("import", 2),
-    ("export", 3),
+/// The energy-tree flows and the sensor each follows; `slots` are in this order.
+pub const FLOWS: [(&str, Sensor); 4] = [
+    ("production", Sensor::Production),
+    ("consumption", Sensor::Consumption),
+    ("import", Sensor::Import),
+    ("export", Sensor::Export),
 ];
 /// The flows split into off-peak (hc) and peak (hp) with `OFFPEAK_HOURS`.
 const SPLIT: [&str; 2] = ["consumption", "import"];
-/// Import minus export: the one counter that may go down.
-const NET: usize = 5;
 /// More than any home draws or feeds (36 kVA in France, 3 × 63 A ≈ 43 kW elsewhere): an
 /// increase faster than this, plus 5 kWh of slack, is a counter glitch, not energy.
 pub const MAX_POWER_W: f64 = 50_000.0;
@@ -57,8 +47,8 @@ const SLOT_SECONDS: i64 = 1800;
 /// 25 hours: the longest day.
 const MAX_SLOTS: usize = 50;
 
-/// Lifetime counters in Wh, by [`SENSORS`] index; `None` where the system has no such CT.
-pub type Counters = [Option<f64>; 6];
+/// Lifetime counters in Wh; `None` where the system has no such CT.
+pub type Counters = PerSensor<Option<f64>>;
 
 /// One local day's energy, in Wh.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,9 +56,9 @@ pub struct Day {
     pub date: Date,
     /// Unix second of the day's first second.
     pub start: i64,
-    pub energy: [f64; 6],
+    pub energy: PerSensor<f64>,
     /// The part of `energy` inside the off-peak windows.
-    pub offpeak: [f64; 6],
+    pub offpeak: PerSensor<f64>,
     /// Half-hour energy of the four [`FLOWS`], from the day's start.
     pub slots: Vec<[f64; 4]>,
     /// The day's highest grid import power, W.
@@ -80,8 +70,8 @@ impl Day {
         Day {
             date: Date::from_days(day),
             start: zone.day_start(day),
-            energy: [0.0; 6],
-            offpeak: [0.0; 6],
+            energy: PerSensor::default(),
+            offpeak: PerSensor::default(),
             slots: Vec::new(),
             max_import: None,
         }
@@ -92,7 +82,7 @@ impl Day {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Past {
     pub date: Date,
-    pub energy: [f64; 6],
+    pub energy: PerSensor<f64>,
 }
 
 /// The ledger: what the state file and the `P/S/ledger` topic keep.
@@ -101,18 +91,18 @@ pub struct Ledger {
     pub today: Day,
     pub yesterday: Option<Past>,
     /// Energy of this month and of this year before today, Wh.
-    pub month: [f64; 6],
-    pub year: [f64; 6],
+    pub month: PerSensor<f64>,
+    pub year: PerSensor<f64>,
     /// The last poll: its time (Unix ms) and the counters the next increase is taken from.
     pub at_ms: i64,
     pub counters: Counters,
     /// A counter below its reference: the first value seen there, and for how many polls.
     #[serde(default)]
-    pub below: [Option<(f64, u8)>; 6],
+    pub below: PerSensor<Option<(f64, u8)>>,
     /// After a reset: the value the counter left, and what was counted since, in case it
     /// comes back to it (a glitch longer than [`RESET_POLLS`] polls).
     #[serde(default)]
-    pub left: [Option<(f64, f64)>; 6],
+    pub left: PerSensor<Option<(f64, f64)>>,
 }
 
 /// What happened to the ledger that the log should tell.
@@ -120,8 +110,8 @@ pub struct Ledger {
 pub enum Note {
     ClockUnset(Date),
     ClockBack { seconds: i64 },
-    Rebased { sensor: usize, from: f64, to: f64 },
-    Zero { sensor: usize },
+    Rebased { sensor: Sensor, from: f64, to: f64 },
+    Zero { sensor: Sensor },
     Gap { days: i64 },
     NewDay(Date),
 }
@@ -141,12 +131,12 @@ impl std::fmt::Display for Note {
                 f,
                 "{}_whLifetime went from {from} to {to} Wh (Envoy reboot, firmware update or \
                  CT glitch): not counted, the ledger continues from the new value",
-                SENSORS[*sensor]
+                sensor.topic()
             ),
             Note::Zero { sensor } => write!(
                 f,
                 "{}_whLifetime reads 0: ignored until it counts again",
-                SENSORS[*sensor]
+                sensor.topic()
             ),
             Note::Gap { days } => write!(
                 f,
@@ -162,26 +152,26 @@ impl std::fmt::Display for Note {
 /// from two of them on a net CT (house consumption = production + import - export,
 /// self-consumption = production - export): their CTs are not sampled at once, so a
 /// derived counter can step back while every measured one went up.
-const MEASURED: [usize; 3] = [0, 2, 3];
-const DERIVED: [usize; 2] = [1, 4];
+const MEASURED: [Sensor; 3] = [Sensor::Production, Sensor::Import, Sensor::Export];
+const DERIVED: [Sensor; 2] = [Sensor::Consumption, Sensor::SelfConsumption];
 
 /// Holds the derived counters of a net-CT system monotone: one below its previous value
 /// while no measured counter went back (a reset, which the ledger handles) keeps the
 /// previous value. Returns the sensors whose value was held.
-pub fn hold(previous: &Counters, now: &mut Counters) -> Vec<usize> {
-    let net_ct = now[2].is_some() && now[3].is_some();
+pub fn hold(previous: &Counters, now: &mut Counters) -> Vec<Sensor> {
+    let net_ct = now[Sensor::Import].is_some() && now[Sensor::Export].is_some();
     let reset = MEASURED
         .iter()
-        .any(|&i| matches!((previous[i], now[i]), (Some(p), Some(n)) if n < p - JITTER_WH));
+        .any(|&s| matches!((previous[s], now[s]), (Some(p), Some(n)) if n < p - JITTER_WH));
     if !net_ct || reset {
         return Vec::new();
     }
     let mut held = Vec::new();
-    for i in DERIVED {
-        if let (Some(p), Some(n)) = (previous[i], now[i]) {
+    for s in DERIVED {
+        if let (Some(p), Some(n)) = (previous[s], now[s]) {
             if n < p {
-                now[i] = Some(p);
-                held.push(i);
+                now[s] = Some(p);
+                held.push(s);
             }
         }
     }
@@ -204,12 +194,12 @@ impl Ledger {
         Ok(Ledger {
             today: Day::new(zone, day),
             yesterday: None,
-            month: [0.0; 6],
-            year: [0.0; 6],
+            month: PerSensor::default(),
+            year: PerSensor::default(),
             at_ms,
             counters,
-            below: [None; 6],
-            left: [None; 6],
+            below: PerSensor::default(),
+            left: PerSensor::default(),
         })
     }
 
@@ -224,13 +214,13 @@ impl Ledger {
             && (FIRST_YEAR..2200).contains(&self.today.date.year)
             && (day - self.today.date.days()).abs() <= 1
             && self.today.slots.len() <= MAX_SLOTS
-            && finite(&self.today.energy)
-            && finite(&self.today.offpeak)
-            && finite(&self.month)
-            && finite(&self.year)
+            && finite(&self.today.energy.0)
+            && finite(&self.today.offpeak.0)
+            && finite(&self.month.0)
+            && finite(&self.year.0)
             && self.today.slots.iter().all(|s| finite(s))
-            && self.counters.iter().flatten().all(|c| c.is_finite())
-            && self.yesterday.as_ref().is_none_or(|y| finite(&y.energy));
+            && self.counters.0.iter().flatten().all(|c| c.is_finite())
+            && self.yesterday.as_ref().is_none_or(|y| finite(&y.energy.0));
         if !sound {
             return None;
         }
@@ -262,63 +252,9 @@ impl Ledger {
         };
         let hours = at.saturating_sub(self.at_ms) as f64 / 3_600_000.0;
         let limit = MAX_POWER_W * hours + SLACK_WH;
-        let mut delta = [0.0; 6];
-        for (i, now) in counters.iter().enumerate() {
-            let (Some(now), Some(before)) = (*now, self.counters[i]) else {
-                self.counters[i] = self.counters[i].or(counters[i]);
-                continue;
-            };
-            if now == 0.0 && before != 0.0 {
-                notes.push(Note::Zero { sensor: i });
-                continue;
-            }
-            let d = now - before;
-            if (-JITTER_WH..0.0).contains(&d) && i != NET {
-                continue;
-            }
-            if d < 0.0 && i != NET {
-                // Below the reference: a glitch if it comes back, a reset if it stays.
-                let (low, polls) = self.below[i].map_or((now, 1), |(low, n)| (low, n + 1));
-                if polls < RESET_POLLS {
-                    self.below[i] = Some((low, polls));
-                    continue;
-                }
-                notes.push(Note::Rebased {
-                    sensor: i,
-                    from: before,
-                    to: now,
-                });
-                // What it counted since it went down is energy all the same.
-                delta[i] = (now - low).clamp(0.0, limit);
-                self.below[i] = None;
-                self.left[i] = Some((before, delta[i]));
-                self.counters[i] = Some(now);
-                continue;
-            }
-            self.below[i] = None;
-            if let Some((from, counted)) =
-                self.left[i].filter(|(from, _)| before < *from && now >= *from)
-            {
-                // Back on the series it left: the energy since then is what that series
-                // gained, less what was counted meanwhile.
-                delta[i] = (now - from - counted).clamp(0.0, limit);
-                self.left[i] = None;
-                self.counters[i] = Some(now);
-                continue;
-            }
-            if d.abs() > limit {
-                notes.push(Note::Rebased {
-                    sensor: i,
-                    from: before,
-                    to: now,
-                });
-            } else {
-                delta[i] = d;
-                if let Some((_, counted)) = &mut self.left[i] {
-                    *counted += d;
-                }
-            }
-            self.counters[i] = Some(now);
+        let mut delta = PerSensor::default();
+        for i in Sensor::ALL {
+            delta[i] = self.increase(i, counters[i], limit, &mut notes);
         }
         // Measured both by the day and by the last poll's time, so that a damaged state
         // whose two disagree cannot make the minute walk below run for years.
@@ -342,6 +278,72 @@ impl Ledger {
         notes
     }
 
+    /// The energy counter `i` adds at this poll, `reading` being its new value: nothing for
+    /// a step back (jitter, or a glitch until it lasts [`RESET_POLLS`] polls) or a jump no
+    /// home could make; after a reset, what it counted since.
+    fn increase(
+        &mut self,
+        i: Sensor,
+        reading: Option<f64>,
+        limit: f64,
+        notes: &mut Vec<Note>,
+    ) -> f64 {
+        let (Some(now), Some(before)) = (reading, self.counters[i]) else {
+            self.counters[i] = self.counters[i].or(reading);
+            return 0.0;
+        };
+        if now == 0.0 && before != 0.0 {
+            notes.push(Note::Zero { sensor: i });
+            return 0.0;
+        }
+        let d = now - before;
+        if (-JITTER_WH..0.0).contains(&d) && i != Sensor::Net {
+            return 0.0;
+        }
+        if d < 0.0 && i != Sensor::Net {
+            // Below the reference: a glitch if it comes back, a reset if it stays.
+            let (low, polls) = self.below[i].map_or((now, 1), |(low, n)| (low, n + 1));
+            if polls < RESET_POLLS {
+                self.below[i] = Some((low, polls));
+                return 0.0;
+            }
+            notes.push(Note::Rebased {
+                sensor: i,
+                from: before,
+                to: now,
+            });
+            // What it counted since it went down is energy all the same.
+            let counted = (now - low).clamp(0.0, limit);
+            self.below[i] = None;
+            self.left[i] = Some((before, counted));
+            self.counters[i] = Some(now);
+            return counted;
+        }
+        self.below[i] = None;
+        if let Some((from, counted)) =
+            self.left[i].filter(|(from, _)| before < *from && now >= *from)
+        {
+            // Back on the series it left: the energy since then is what that series
+            // gained, less what was counted meanwhile.
+            self.left[i] = None;
+            self.counters[i] = Some(now);
+            return (now - from - counted).clamp(0.0, limit);
+        }
+        self.counters[i] = Some(now);
+        if d.abs() > limit {
+            notes.push(Note::Rebased {
+                sensor: i,
+                from: before,
+                to: now,
+            });
+            return 0.0;
+        }
+        if let Some((_, counted)) = &mut self.left[i] {
+            *counted += d;
+        }
+        d
+    }
+
     /// The grid import power at `at_ms`, for the day's peak (raw ticks call this too).
     pub fn peak(&mut self, zone: &Zone, at_ms: i64, watts: f64) {
         if zone.day(at_ms.div_euclid(1000)) == self.today.date.days() {
@@ -356,7 +358,7 @@ impl Ledger {
         zone: &Zone,
         windows: &[Window],
         to: i64,
-        delta: &[f64; 6],
+        delta: &PerSensor<f64>,
         notes: &mut Vec<Note>,
     ) {
         let from = self.at_ms;
@@ -379,7 +381,7 @@ impl Ledger {
         zone: &Zone,
         windows: &[Window],
         at_ms: i64,
-        delta: &[f64; 6],
+        delta: &PerSensor<f64>,
         share: f64,
         notes: &mut Vec<Note>,
     ) {
@@ -394,8 +396,8 @@ impl Ledger {
         if self.today.slots.len() <= slot {
             self.today.slots.resize(slot + 1, [0.0; 4]);
         }
-        for (i, d) in delta.iter().enumerate() {
-            let e = d * share;
+        for i in Sensor::ALL {
+            let e = delta[i] * share;
             self.today.energy[i] += e;
             if offpeak {
                 self.today.offpeak[i] += e;
@@ -411,7 +413,7 @@ impl Ledger {
         let old = &self.today;
         let next = Date::from_days(old.date.days() + 1);
         let same_year = next.year == old.date.year;
-        for i in 0..6 {
+        for i in Sensor::ALL {
             self.month[i] = if same_year && next.month == old.date.month {
                 self.month[i] + old.energy[i]
             } else {
@@ -434,7 +436,7 @@ impl Ledger {
     /// `{short}_yesterday` topics, where they fit the counters: a midnight reference above
     /// the counter, or further below it than a day at [`MAX_POWER_W`] could explain, is
     /// not today's.
-    pub fn import(&mut self, references: &[(usize, Option<f64>, Option<f64>)]) -> Vec<usize> {
+    pub fn import(&mut self, references: &[(Sensor, Option<f64>, Option<f64>)]) -> Vec<Sensor> {
         let hours = (self.at_ms.div_euclid(1000) - self.today.start) as f64 / 3600.0;
         let mut taken = Vec::new();
         for &(i, midnight, yesterday) in references {
@@ -442,12 +444,12 @@ impl Ledger {
                 continue;
             };
             let today = now - midnight;
-            if (today >= 0.0 || i == NET) && today.abs() <= MAX_POWER_W * hours + SLACK_WH {
+            if (today >= 0.0 || i == Sensor::Net) && today.abs() <= MAX_POWER_W * hours + SLACK_WH {
                 self.today.energy[i] = today;
                 if let Some(y) = yesterday {
                     let past = self.yesterday.get_or_insert(Past {
                         date: Date::from_days(self.today.date.days() - 1),
-                        energy: [0.0; 6],
+                        energy: PerSensor::default(),
                     });
                     past.energy[i] = y;
                 }
@@ -460,7 +462,8 @@ impl Ledger {
     /// The `data` fields: `{sensor}_whLifetime_00h`, `{short}_today`, `{short}_yesterday`.
     pub fn daily_fields(&self) -> Vec<Field> {
         let mut out = Vec::new();
-        for (i, sensor) in SENSORS.iter().enumerate() {
+        for i in Sensor::ALL {
+            let sensor = i.topic();
             let Some(now) = self.counters[i] else {
                 continue;
             };
@@ -542,524 +545,31 @@ impl Ledger {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PARIS: &str = "CET-1CEST,M3.5.0,M10.5.0/3";
-    const H: i64 = 3_600_000;
-
-    fn zone() -> Zone {
-        Zone::parse(PARIS).unwrap()
-    }
-
-    /// Unix ms of a local Paris time `YYYY-MM-DD HH:MM`.
-    fn at(text: &str) -> i64 {
-        let z = zone();
-        let (date, time) = text.split_once(' ').unwrap();
-        let (h, m) = time.split_once(':').unwrap();
-        let day = Date::parse(date).unwrap().days();
-        let wall = day * 86_400 + h.parse::<i64>().unwrap() * 3600 + m.parse::<i64>().unwrap() * 60;
-        // The offset that makes the wall time come out right.
-        let t = [3600, 7200]
-            .into_iter()
-            .map(|o| wall - o)
-            .find(|t| z.day(*t) == day && z.clock(*t) == time[..5])
-            .expect("a time that exists");
-        t * 1000
-    }
-
-    /// Every counter at the same value `wh` (the net one at 0: it may go down).
-    fn all(wh: f64) -> Counters {
-        [Some(wh), Some(wh), Some(wh), Some(wh), Some(wh), Some(0.0)]
-    }
-
-    fn run(start: &str, polls: &[(i64, f64)]) -> (Ledger, Vec<Note>) {
-        let z = zone();
-        let t0 = at(start);
-        let mut l = Ledger::start(&z, t0, all(polls[0].1)).unwrap();
-        let mut notes = Vec::new();
-        for (ms, wh) in &polls[1..] {
-            notes.extend(l.advance(&z, &[], t0 + ms, all(*wh), None));
-        }
-        (l, notes)
-    }
-
-    fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 1e-6
-    }
-
-    #[test]
-    fn midnight_between_two_polls_is_interpolated() {
-        // 23:50 → 00:20 with 300 Wh: 100 Wh before midnight, 200 Wh after.
-        let (l, notes) = run("2026-01-14 23:50", &[(0, 1000.0), (30 * 60_000, 1300.0)]);
-        assert_eq!(l.today.date.to_string(), "2026-01-15");
-        assert!(close(l.today.energy[0], 200.0), "{:?}", l.today.energy);
-        let y = l.yesterday.as_ref().unwrap();
-        assert_eq!(y.date.to_string(), "2026-01-14");
-        assert!(close(y.energy[0], 100.0));
-        assert_eq!(notes, [Note::NewDay(Date::parse("2026-01-15").unwrap())]);
-        let fields = l.daily_fields();
-        let get = |n: &str| fields.iter().find(|f| f.name == n).unwrap().value;
-        assert!(close(get("prod_eim_whLifetime_00h"), 1100.0));
-        assert!(close(get("prod_eim_today"), 200.0));
-        assert!(close(get("prod_eim_yesterday"), 100.0));
-    }
-
-    /// Constant 1 kW across the DST days: the day holds 23, 24 or 25 kWh, in 46, 48 or 50
-    /// half-hour slots; by IANA name and by POSIX string.
-    #[test]
-    fn dst_days_hold_23_and_25_hours() {
-        for tz in ["Europe/Paris", PARIS] {
-            let z = Zone::parse(tz).unwrap();
-            for (date, hours, slots) in [
-                ("2026-03-29", 23.0, 46),
-                ("2026-10-25", 25.0, 50),
-                ("2026-01-15", 24.0, 48),
-            ] {
-                let day = Date::parse(date).unwrap().days();
-                let t0 = (z.day_start(day) - 1800) * 1000;
-                let mut l = Ledger::start(&z, t0, all(0.0)).unwrap();
-                // Polls every 7 minutes for 26 h, counters at 1 kW.
-                for n in 1..=(26 * 60 / 7) {
-                    let ms = i64::from(n) * 7 * 60_000;
-                    l.advance(&z, &[], t0 + ms, all(ms as f64 / H as f64 * 1000.0), None);
-                }
-                let y = l.yesterday.as_ref().unwrap();
-                assert_eq!(y.date.to_string(), date, "{tz}");
-                assert!(
-                    close(y.energy[0], hours * 1000.0),
-                    "{tz} {date}: {}",
-                    y.energy[0]
-                );
-                // The day's detail, looked at just before its end.
-                let mut l = Ledger::start(&z, t0, all(0.0)).unwrap();
-                let end = (z.day_start(day + 1) - 1) * 1000;
-                l.advance(
-                    &z,
-                    &[],
-                    end,
-                    all((end - t0) as f64 / H as f64 * 1000.0),
-                    None,
-                );
-                let detail = &l.detailed(&z)[0].1;
-                assert_eq!(detail.len(), slots, "{tz} {date}");
-                assert_eq!(detail[0].0, "00:00");
-                assert!(
-                    detail.iter().all(|(_, kwh)| (kwh - 0.5).abs() < 0.001),
-                    "{detail:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn missed_midnights_roll_every_day() {
-        // Down from Monday 18:00 to Tuesday noon (one missed midnight) or to Thursday noon
-        // (three), at a steady 2 kW.
-        for (hours, days, yesterday) in [(18, 1, 12_000.0), (66, 3, 48_000.0)] {
-            let (l, notes) = run(
-                "2026-01-12 18:00",
-                &[(0, 0.0), (hours * H, hours as f64 * 2000.0)],
-            );
-            let new_days = notes
-                .iter()
-                .filter(|n| matches!(n, Note::NewDay(_)))
-                .count();
-            assert_eq!(new_days, days, "{hours} h");
-            let y = l.yesterday.as_ref().unwrap();
-            assert!(close(y.energy[0], yesterday), "{hours} h: {}", y.energy[0]);
-            assert!(
-                close(l.today.energy[0], 24_000.0),
-                "{hours} h: {}",
-                l.today.energy[0]
-            );
-            // The month holds everything before today.
-            assert!(
-                close(l.month[0], hours as f64 * 2000.0 - 24_000.0),
-                "{hours} h"
-            );
-        }
-    }
-
-    #[test]
-    #[allow(clippy::type_complexity)] // a table of cases
-    fn glitches_rebase_instead_of_counting() {
-        let m = 60_000;
-        let cases: &[(&str, &[(i64, f64)], f64, usize)] = &[
-            // (what, polls, today's Wh, notes)
-            (
-                "steady",
-                &[(0, 5000.0), (m, 5010.0), (2 * m, 5020.0)],
-                20.0,
-                0,
-            ),
-            (
-                "backwards glitch, then back",
-                &[(0, 5000.0), (m, 5010.0), (2 * m, 4000.0), (3 * m, 5020.0)],
-                20.0,
-                0,
-            ),
-            (
-                // Three polls below: a reset; what it counted from 4000 is energy.
-                "backwards step that stays",
-                &[
-                    (0, 5000.0),
-                    (m, 5010.0),
-                    (2 * m, 4000.0),
-                    (3 * m, 4005.0),
-                    (4 * m, 4010.0),
-                    (5 * m, 4015.0),
-                ],
-                25.0,
-                1,
-            ),
-            (
-                // Below for longer than a reset takes, then back where it was: the energy
-                // is the old series' gain, counted once.
-                "long glitch, then back",
-                &[
-                    (0, 5000.0),
-                    (m, 5010.0),
-                    (2 * m, 4000.0),
-                    (3 * m, 4000.0),
-                    (4 * m, 4000.0),
-                    (5 * m, 4000.0),
-                    (6 * m, 5070.0),
-                ],
-                70.0,
-                1,
-            ),
-            (
-                "reset to a small value",
-                &[
-                    (0, 5000.0),
-                    (m, 5010.0),
-                    (2 * m, 3.0),
-                    (3 * m, 8.0),
-                    (4 * m, 13.0),
-                ],
-                20.0,
-                1,
-            ),
-            (
-                "drop to zero and back",
-                &[(0, 5000.0), (m, 5010.0), (2 * m, 0.0), (3 * m, 5030.0)],
-                30.0,
-                1,
-            ),
-            (
-                "1.19 MWh step",
-                &[
-                    (0, 5000.0),
-                    (m, 5010.0),
-                    (2 * m, 1_195_010.0),
-                    (3 * m, 1_195_020.0),
-                ],
-                20.0,
-                1,
-            ),
-        ];
-        for (what, polls, today, notes) in cases {
-            let (l, got) = run("2026-01-15 10:00", polls);
-            assert!(
-                close(l.today.energy[0], *today),
-                "{what}: {}",
-                l.today.energy[0]
-            );
-            let glitches = got
-                .iter()
-                .filter(|n| {
-                    matches!(
-                        n,
-                        Note::Rebased { sensor: 0, .. } | Note::Zero { sensor: 0 }
-                    )
-                })
-                .count();
-            assert_eq!(glitches, *notes, "{what}: {got:?}");
-            // The reference may go below 0 after a reset (today = counter − reference
-            // stays true); no day may.
-            let days = l.daily_fields();
-            assert!(
-                days.iter()
-                    .filter(|f| !f.name.ends_with("_00h"))
-                    .all(|f| f.value >= 0.0),
-                "{what}"
-            );
-        }
-    }
-
-    #[test]
-    fn net_counter_may_go_down() {
-        let z = zone();
-        let t0 = at("2026-01-15 12:00");
-        let c = |net: f64| [None, None, None, None, None, Some(net)];
-        let mut l = Ledger::start(&z, t0, c(1000.0)).unwrap();
-        let notes = l.advance(&z, &[], t0 + H, c(400.0), None);
-        assert!(notes.is_empty());
-        assert!(close(l.today.energy[NET], -600.0));
-    }
-
-    #[test]
-    fn unset_clock_does_nothing() {
-        let z = zone();
-        let t1970 = 1_000_000;
-        assert!(matches!(
-            Ledger::start(&z, t1970, all(5.0)),
-            Err(Note::ClockUnset(_))
-        ));
-        let t0 = at("2026-01-15 12:00");
-        let mut l = Ledger::start(&z, t0, all(5000.0)).unwrap();
-        let before = l.clone();
-        let notes = l.advance(&z, &[], t1970, all(9000.0), None);
-        assert!(matches!(notes[..], [Note::ClockUnset(_)]));
-        assert_eq!(l, before);
-    }
-
-    #[test]
-    fn clock_going_back_counts_at_the_latest_time() {
-        let z = zone();
-        let t0 = at("2026-01-15 00:30");
-        let mut l = Ledger::start(&z, t0, all(0.0)).unwrap();
-        l.advance(&z, &[], t0 + H, all(100.0), None);
-        // Back by an hour, across midnight: still 2026-01-15, nothing lost.
-        let notes = l.advance(&z, &[], t0 - H / 2, all(150.0), None);
-        assert_eq!(notes, [Note::ClockBack { seconds: 5400 }]);
-        assert_eq!(l.today.date.to_string(), "2026-01-15");
-        assert!(close(l.today.energy[0], 150.0));
-    }
-
-    #[test]
-    fn offpeak_windows_across_midnight_split_consumption_and_import() {
-        let z = zone();
-        let windows = tariff::parse("22:00-06:00,12:30-14:30").unwrap();
-        let t0 = at("2026-01-14 21:00");
-        let mut l = Ledger::start(&z, t0, all(0.0)).unwrap();
-        // 1 kW steady, polled every 40 minutes until 23:00 the next day.
-        for n in 1..=39 {
-            let ms = n * 40 * 60_000;
-            l.advance(
-                &z,
-                &windows,
-                t0 + ms,
-                all(ms as f64 / H as f64 * 1000.0),
-                None,
-            );
-        }
-        // 2026-01-15 until 23:00: off-peak 00:00-06:00, 12:30-14:30, 22:00-23:00 = 9 h.
-        assert!(close(l.today.energy[1], 23_000.0), "{}", l.today.energy[1]);
-        assert!(close(l.today.offpeak[1], 9_000.0), "{}", l.today.offpeak[1]);
-        let totals = l.totals(true);
-        let get = |n: &str| totals.iter().find(|f| f.name == n).map(|f| f.value);
-        assert_eq!(
-            get("consumption/daily/hc").map(|v| (v * 1000.0).round()),
-            Some(9000.0)
-        );
-        assert_eq!(
-            get("import/daily/hp").map(|v| (v * 1000.0).round()),
-            Some(14000.0)
-        );
-        assert_eq!(get("production/daily/hc"), None, "production is not split");
-        assert_eq!(
-            l.totals(false)
-                .iter()
-                .filter(|f| f.name.ends_with("/hc"))
-                .count(),
-            0
-        );
-    }
-
-    #[test]
-    fn derived_counters_are_held_unless_a_measured_one_was_reset() {
-        // prod, house, import, export, self-consumption, net
-        let before = [
-            Some(1000.0),
-            Some(3000.0),
-            Some(2500.0),
-            Some(500.0),
-            Some(500.0),
-            Some(2000.0),
-        ];
-        let cases: [(&str, Counters, Counters, &[usize]); 5] = [
-            (
-                "export read 8 Wh ahead: both derived step back, held",
-                [
-                    Some(1001.0),
-                    Some(2994.0),
-                    Some(2501.0),
-                    Some(508.0),
-                    Some(493.0),
-                    Some(1993.0),
-                ],
-                [
-                    Some(1001.0),
-                    Some(3000.0),
-                    Some(2501.0),
-                    Some(508.0),
-                    Some(500.0),
-                    Some(1993.0),
-                ],
-                &[1, 4],
-            ),
-            (
-                "all up: nothing held",
-                [
-                    Some(1010.0),
-                    Some(3020.0),
-                    Some(2515.0),
-                    Some(505.0),
-                    Some(505.0),
-                    Some(2010.0),
-                ],
-                [
-                    Some(1010.0),
-                    Some(3020.0),
-                    Some(2515.0),
-                    Some(505.0),
-                    Some(505.0),
-                    Some(2010.0),
-                ],
-                &[],
-            ),
-            (
-                "production counter reset: followed, the ledger re-bases",
-                [
-                    Some(0.0),
-                    Some(2001.0),
-                    Some(2501.0),
-                    Some(500.0),
-                    Some(0.0),
-                    Some(2001.0),
-                ],
-                [
-                    Some(0.0),
-                    Some(2001.0),
-                    Some(2501.0),
-                    Some(500.0),
-                    Some(0.0),
-                    Some(2001.0),
-                ],
-                &[],
-            ),
-            (
-                "total CT (no import/export): house is measured, not held",
-                [Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)],
-                [Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)],
-                &[],
-            ),
-            (
-                "net counter may go down: not held",
-                [
-                    Some(1001.0),
-                    Some(3000.5),
-                    Some(2501.0),
-                    Some(503.0),
-                    Some(500.0),
-                    Some(1998.0),
-                ],
-                [
-                    Some(1001.0),
-                    Some(3000.5),
-                    Some(2501.0),
-                    Some(503.0),
-                    Some(500.0),
-                    Some(1998.0),
-                ],
-                &[],
-            ),
-        ];
-        for (name, mut now, want, held) in cases {
-            let mut prev = before;
-            if name.starts_with("total CT") {
-                prev = [Some(1000.0), Some(3000.0), None, None, None, Some(2000.0)];
-            }
-            assert_eq!(hold(&prev, &mut now), held, "{name}");
-            assert_eq!(now, want, "{name}");
-        }
-    }
-
-    #[test]
-    fn month_and_year_restart_at_their_first_day() {
-        let (l, _) = run("2026-12-31 23:00", &[(0, 0.0), (2 * H, 2000.0)]);
-        // 23:00 → 01:00: half in 2026, half in 2027.
-        assert!(close(l.month[0], 0.0) && close(l.year[0], 0.0));
-        let totals = l.totals(false);
-        let get = |n: &str| totals.iter().find(|f| f.name == n).unwrap().value;
-        assert!(close(get("production/year"), 1.0));
-        assert!(close(get("production/month"), 1.0));
-        let (l, _) = run("2026-01-14 12:00", &[(0, 0.0), (24 * H, 24_000.0)]);
-        assert!(close(l.month[0], 12_000.0) && close(l.year[0], 12_000.0));
-    }
-
-    #[test]
-    fn peak_import_power_of_the_day() {
-        let z = zone();
-        let t0 = at("2026-01-15 23:58");
-        let mut l = Ledger::start(&z, t0, all(0.0)).unwrap();
-        l.advance(&z, &[], t0 + 60_000, all(1.0), Some(4200.0));
-        l.peak(&z, t0 + 90_000, 3000.0);
-        assert_eq!(l.today.max_import, Some(4200.0));
-        // After midnight the peak starts again.
-        l.advance(&z, &[], t0 + 3 * 60_000, all(2.0), Some(800.0));
-        assert_eq!(l.today.max_import, Some(800.0));
-    }
-
-    #[test]
-    #[allow(clippy::type_complexity)] // a table of cases
-    fn damaged_states_are_not_sound() {
-        let z = zone();
-        let good = Ledger::start(&z, at("2026-01-15 12:00"), all(5.0)).unwrap();
-        assert!(good.clone().restored(&z).is_some());
-        let cases: [(&str, fn(&mut Ledger)); 6] = [
-            ("time in 1970", |l| l.at_ms = 0),
-            ("time far ahead", |l| l.at_ms = i64::MAX),
-            ("today far from the last poll", |l| {
-                l.today.date = Date::parse("2020-01-01").unwrap()
-            }),
-            ("too many slots", |l| l.today.slots = vec![[0.0; 4]; 51]),
-            ("not a number", |l| l.month[2] = f64::NAN),
-            ("a date of year 10^15", |l| {
-                l.today.date.year = 1_000_000_000_000_000
-            }),
-        ];
-        for (what, damage) in cases {
-            let mut l = good.clone();
-            damage(&mut l);
-            assert!(l.restored(&z).is_none(), "{what}");
-        }
-        // An absurd day start is not trusted: derived from the date, and the ledger goes on.
-        let mut l = good.clone();
-        l.today.start = i64::MIN;
-        let mut l = l.restored(&z).expect("sound but for its start");
-        assert_eq!(l.today.start, good.today.start);
-        let notes = l.advance(&z, &[], at("2026-01-15 12:30"), all(6.0), Some(100.0));
-        assert!(notes.is_empty(), "{notes:?}");
-        assert!(close(l.today.energy[0], 1.0));
-    }
-
-    #[test]
-    fn a_long_silence_starts_again() {
-        let (l, notes) = run("2026-01-01 12:00", &[(0, 0.0), (50 * 24 * H, 100_000.0)]);
-        assert!(notes.contains(&Note::Gap { days: 50 }));
-        assert!(close(l.today.energy[0], 0.0));
-        assert_eq!(l.today.date.to_string(), "2026-02-20");
-    }
-
-    #[test]
-    fn original_references_are_imported_where_they_fit() {
-        let z = zone();
-        let t0 = at("2026-01-15 10:00");
-        let mut l = Ledger::start(&z, t0, all(10_000.0)).unwrap();
-        // prod: 10 h after midnight, 2 kWh: taken; import: above the counter: refused;
-        // export: 1 MWh below it, more than 10 h could explain: refused.
-        let taken = l.import(&[
-            (0, Some(8_000.0), Some(5_500.0)),
-            (2, Some(10_500.0), None),
-            (3, Some(-990_000.0), None),
-        ]);
-        assert_eq!(taken, [0]);
-        assert!(close(l.today.energy[0], 2_000.0));
-        assert!(close(l.yesterday.as_ref().unwrap().energy[0], 5_500.0));
-        assert!(close(l.today.energy[2], 0.0));
-    }
+#[derive(Serialize, Deserialize)]
+struct LedgerFile {
+    version: u32,
+    #[serde(flatten)]
+    ledger: Ledger,
 }
+
+/// The ledger as the state file and the `P/S/ledger` topic keep it.
+pub fn text(l: &Ledger) -> String {
+    let file = LedgerFile {
+        version: 1,
+        ledger: l.clone(),
+    };
+    serde_json::to_string(&file).unwrap_or_default()
+}
+
+/// Reads what [`text`] wrote.
+pub fn parse(text: &str) -> Result<Ledger, String> {
+    let file: LedgerFile = serde_json::from_str(text)
+        .map_err(|e| format!("ledger state is not the JSON expected: {e}"))?;
+    if file.version != 1 {
+        return Err(format!("ledger state version {} is not 1", file.version));
+    }
+    Ok(file.ledger)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
 //! envoy2mqtt's modules; the code map is in `main.rs`. A library so that the fuzz targets
 //! (`fuzz/`) can call the parsers; the program is the binary.
 
+pub mod answer;
 pub mod archive;
 pub mod certificate;
 pub mod check;
@@ -11,11 +12,11 @@ pub mod config;
 pub mod connector;
 pub mod diagnose;
 pub mod discovery;
+pub mod entity;
 pub mod envoy;
 pub mod error;
 pub mod info;
 pub mod inventory;
-pub mod json;
 pub mod jwt;
 pub mod ledger;
 pub mod link;
@@ -24,13 +25,17 @@ pub mod mqtt;
 pub mod once;
 pub mod output;
 pub mod packet;
+pub mod payload;
 pub mod reading;
 pub mod schedule;
+pub mod sensor;
 pub mod service;
+pub mod setting;
 pub mod signal;
 pub mod source;
 pub mod state;
 pub mod tariff;
 pub mod token;
 pub mod topic;
+pub mod value;
 pub mod zone;

@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Format;
-use crate::json;
 use crate::ledger::Ledger;
+use crate::payload::{self, Dated};
 use crate::reading::{Field, Unit};
 use crate::topic;
 use crate::zone::{self, Zone};
@@ -31,9 +31,10 @@ impl fmt::Display for Message {
     }
 }
 
-/// What every topic and payload of one Envoy shares.
+/// Composes the messages of one Envoy (it publishes nothing): what every topic and payload
+/// shares.
 #[derive(Debug, Clone)]
-pub struct Publisher {
+pub struct Composer {
     pub prefix: String,
     pub serial: String,
     pub format: Format,
@@ -41,7 +42,7 @@ pub struct Publisher {
     pub retain: bool,
 }
 
-impl Publisher {
+impl Composer {
     /// `P/S/{group}/{name}`, or `P/S/{name}` without a group.
     fn topic(&self, group: &str, name: &str) -> String {
         topic::value(&self.prefix, &self.serial, group, name)
@@ -54,14 +55,14 @@ impl Publisher {
         unit: Unit,
         stamp: &str,
         retain: bool,
-        dated: json::Dated,
+        dated: Dated,
     ) -> Message {
         let payload = match self.format {
             Format::Simple => match &value {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             },
-            Format::Json => json::payload(value, unit.symbol(), stamp, &self.serial, dated),
+            Format::Json => payload::payload(value, unit.symbol(), stamp, &self.serial, dated),
         };
         Message {
             topic,
@@ -85,11 +86,11 @@ impl Publisher {
             .map(|f| {
                 self.message(
                     self.topic(group, &f.name),
-                    json::number(f.value),
+                    payload::number(f.value),
                     f.unit,
                     &stamp,
                     retain,
-                    json::Dated::default(),
+                    Dated::default(),
                 )
             })
             .collect();
@@ -99,7 +100,7 @@ impl Publisher {
             Unit::None,
             &stamp,
             retain,
-            json::Dated::default(),
+            Dated::default(),
         ));
         if group == "data" {
             out.push(self.message(
@@ -108,7 +109,7 @@ impl Publisher {
                 Unit::None,
                 &stamp,
                 retain,
-                json::Dated::default(),
+                Dated::default(),
             ));
         }
         out
@@ -129,7 +130,7 @@ impl Publisher {
     }
 }
 
-impl Publisher {
+impl Composer {
     /// The ledger's retained messages: `data/{sensor}_whLifetime_00h`, `_today` and
     /// `_yesterday` (Wh), the energy tree (kWh; `max_power` in W), each flow's
     /// `detailed` (always JSON), and `P/S/ledger`, the state that restores the ledger when
@@ -151,8 +152,8 @@ impl Publisher {
             } else {
                 Some(today.as_str())
             };
-            let dated = json::Dated { date, split: None };
-            let value = json::number(f.value);
+            let dated = Dated { date, split: None };
+            let value = payload::number(f.value);
             out.push(self.message(
                 self.topic("data", &f.name),
                 value,
@@ -170,11 +171,11 @@ impl Publisher {
                     .find(|t| t.name == format!("{}/{p}", f.name))
                     .map(|t| t.value)
             };
-            let dated = json::Dated {
+            let dated = Dated {
                 date: Some(&today),
                 split: part("hc").zip(part("hp")),
             };
-            let value = json::number(f.value);
+            let value = payload::number(f.value);
             out.push(self.message(
                 self.topic("", &f.name),
                 value,
@@ -187,14 +188,14 @@ impl Publisher {
         for (flow, slots) in ledger.detailed(zone) {
             out.push(Message {
                 topic: self.topic(flow, "detailed"),
-                payload: json::detailed(&today, &self.serial, &slots),
+                payload: payload::detailed(&today, &self.serial, &slots),
                 retain: self.retain,
                 live: false,
             });
         }
         out.push(Message {
             topic: self.topic("", "ledger"),
-            payload: json::ledger(ledger),
+            payload: crate::ledger::text(ledger),
             retain: true,
             live: false,
         });
@@ -213,7 +214,7 @@ pub struct Health {
     pub token_expires: Option<i64>,
 }
 
-impl Publisher {
+impl Composer {
     /// `P/S/{name}`: `online` / `offline`, retained.
     fn online(&self, name: &str, online: bool) -> Message {
         Message {
@@ -236,7 +237,7 @@ impl Publisher {
 
     /// `P/status`: JSON, retained; `ok` tells whether the last poll worked.
     pub fn status(&self, ok: bool, health: &Health) -> Message {
-        let status = json::Status {
+        let status = payload::Status {
             status: if ok { "ok" } else { "error" },
             last_sync: health.last_sync.map(zone::utc_time),
             next_sync: health.next_sync.map(zone::utc_time),
@@ -248,7 +249,7 @@ impl Publisher {
         };
         Message {
             topic: topic::status(&self.prefix),
-            payload: json::status(&status),
+            payload: payload::status(&status),
             retain: true,
             live: false,
         }
@@ -260,8 +261,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn publisher(format: Format, retain: bool) -> Publisher {
-        Publisher {
+    fn composer(format: Format, retain: bool) -> Composer {
+        Composer {
             prefix: "envoy".into(),
             serial: "122238082763".into(),
             format,
@@ -279,7 +280,7 @@ mod tests {
 
     #[test]
     fn status_and_availability() {
-        let p = publisher(Format::Simple, false);
+        let p = composer(Format::Simple, false);
         let on = p.availability(true);
         assert_eq!(
             on.to_string(),
@@ -363,7 +364,7 @@ mod tests {
             ),
         ];
         for (format, retain, group, want) in cases {
-            let p = publisher(format, retain);
+            let p = composer(format, retain);
             let got = if group == "data" {
                 p.data(&fields, now)
             } else {

@@ -38,7 +38,7 @@ pub fn run(config: &Config, dry_run: bool) -> Result<()> {
         session.connect()?;
         Box::new(Broker::new(session))
     };
-    let p = output::publisher(config, &serial);
+    let p = output::composer(config, &serial);
     let messages = match &polled {
         Ok((envoy, snap)) => {
             let mut fields = reading::data_fields(snap);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::command;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::message::{Message, Publisher};
+use crate::message::{Composer, Message};
 use crate::mqtt::Session;
 use crate::signal::SIGNAL_CHECK;
 
@@ -124,8 +124,8 @@ impl Output for Broker {
 }
 
 /// The topics' and payloads' settings for the Envoy `serial`.
-pub fn publisher(config: &Config, serial: &str) -> Publisher {
-    Publisher {
+pub fn composer(config: &Config, serial: &str) -> Composer {
+    Composer {
         prefix: config.mqtt.prefix.clone(),
         serial: serial.to_string(),
         format: config.mqtt.format,
@@ -154,7 +154,7 @@ pub fn open(config: &Config, serial: &str, dry_run: bool) -> Result<Box<dyn Outp
     if config.mqtt.tls_insecure {
         log::warn!("MQTT_TLS_INSECURE=true: any broker certificate is accepted");
     }
-    let p = publisher(config, serial);
+    let p = composer(config, serial);
     let mut session = Session::new(
         &config.mqtt,
         &client_id(config, serial, false),

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::envoy::Envoy;
 use crate::error::{Error, Result};
 use crate::inventory;
-use crate::message::{Message, Publisher};
+use crate::message::{Composer, Message};
 use crate::output::{self, Output};
 use crate::reading::{self, Snapshot};
 use crate::schedule::{backoff, next_tick};
@@ -66,7 +66,8 @@ struct Service<'a> {
     failures: u32,
     errors: Vec<String>,
     last_sync: Option<SystemTime>,
-    fields: Vec<String>,
+    /// The names of the entities last announced to Home Assistant.
+    announced: Vec<String>,
     discovery_at: Option<Instant>,
     last_forced: Option<Instant>,
     stats: Stats,
@@ -81,8 +82,8 @@ struct Service<'a> {
 }
 
 impl Service<'_> {
-    fn publisher(&self) -> Publisher {
-        output::publisher(&self.config, &self.envoy.serial)
+    fn composer(&self) -> Composer {
+        output::composer(&self.config, &self.envoy.serial)
     }
 
     fn publish(&mut self, messages: &[Message]) -> Result<()> {
@@ -93,7 +94,7 @@ impl Service<'_> {
     fn poll_data(&mut self, with_raw: bool) -> Result<()> {
         self.envoy.renew_if_due();
         let result = self.envoy.data();
-        let p = self.publisher();
+        let p = self.composer();
         let now = SystemTime::now();
         let snap: Snapshot = match result {
             Ok(s) => s,
@@ -125,8 +126,8 @@ impl Service<'_> {
         entities.extend(self.archive.fields());
         let names: Vec<String> = entities.iter().map(|f| f.name.clone()).collect();
         let mut messages = Vec::new();
-        if names != self.fields {
-            self.fields = names;
+        if names != self.announced {
+            self.announced = names;
             messages.extend(inventory::announce(
                 &self.config,
                 &self.envoy,
@@ -158,13 +159,13 @@ impl Service<'_> {
         }
         let now = SystemTime::now();
         self.archive.peak(now, &raw);
-        let messages = self.publisher().raw(&raw, now);
+        let messages = self.composer().raw(&raw, now);
         self.publish(&messages)
     }
 
     /// `P/S/envoy` when it changes: `online` at a poll that worked, `offline` after
     /// [`ENVOY_DOWN_POLLS`] failed polls in a row.
-    fn envoy_state(&mut self, p: &Publisher, answered: bool) -> Option<Message> {
+    fn envoy_state(&mut self, p: &Composer, answered: bool) -> Option<Message> {
         let online = answered || self.failures < ENVOY_DOWN_POLLS;
         if self.envoy_online == Some(online) {
             return None;
@@ -202,7 +203,7 @@ impl Service<'_> {
         let raw_due = self.config.raw_interval.is_some() && now >= self.next_raw;
         if self.discovery_at.is_some_and(|at| now >= at) {
             self.discovery_at = None;
-            self.fields.clear(); // the next data poll sends the discovery again
+            self.announced.clear(); // the next data poll sends the discovery again
             self.next_data = self.next_data.min(now);
             return Ok(true);
         }
@@ -233,7 +234,7 @@ impl Service<'_> {
                 let new = self.note_error(&e);
                 self.failures += 1;
                 self.stats.failed += 1;
-                let p = self.publisher();
+                let p = self.composer();
                 if let Some(m) = self.envoy_state(&p, false) {
                     self.publish(&[m])?;
                 }
@@ -337,7 +338,7 @@ impl Service<'_> {
             }
         }
         if output_changed {
-            let old = self.publisher().availability(false);
+            let old = self.composer().availability(false);
             if let Err(e) = self.out.close(&[old]) {
                 log::warn!("{e}");
             }
@@ -362,7 +363,7 @@ impl Service<'_> {
             self.start = now;
             self.next_data = now;
             self.next_raw = now;
-            self.fields.clear();
+            self.announced.clear();
         } else if periods_changed {
             self.start = now;
             self.next_data = now + self.config.data_interval;
@@ -425,7 +426,7 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
     envoy.set_tend(out.tender());
     let archive = archive::load(
         &config,
-        &output::publisher(&config, &envoy.serial),
+        &output::composer(&config, &envoy.serial),
         out.as_mut(),
         false,
         dry_run,
@@ -444,7 +445,7 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         failures: 0,
         errors: Vec::new(),
         last_sync: None,
-        fields: Vec::new(),
+        announced: Vec::new(),
         discovery_at: None,
         last_forced: None,
         stats: Stats::default(),
@@ -458,7 +459,7 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         if signals.stop.swap(false, Ordering::Relaxed) {
             log::info!("stopping");
             service.archive.save(true)?;
-            let offline = service.publisher().availability(false);
+            let offline = service.composer().availability(false);
             return service.out.close(&[offline]);
         }
         if signals.reload.swap(false, Ordering::Relaxed) {

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::cloud::Cloud;
 use crate::config::{EnvoyConfig, Secret};
 use crate::error::{Error, Result};
-use crate::json::Claims;
+use crate::jwt::Claims;
 use crate::{jwt, state, zone};
 
 /// The cached token's file in `STATE_DIR`.

@@ -539,6 +539,46 @@ fn adjust_counters(body: &str, counters: Counters, add: f64, served: usize) -> S
     v.to_string()
 }
 
+/// The answer of a token-protected Envoy when `req` is not let through: a session for a
+/// valid token at `/auth/check_jwt`, else 401 without a valid token or session cookie
+/// (and when the fault says so). `None`: authorized.
+fn authorize(req: &Request, s: &mut State) -> Option<Response> {
+    let bearer = req
+        .header("Authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let cookie = req
+        .header("Cookie")
+        .and_then(|c| {
+            c.split(';')
+                .find_map(|p| p.trim().strip_prefix("sessionId="))
+        })
+        .map(str::to_string);
+    let token_ok = bearer.as_ref().is_some_and(|t| s.tokens.contains(t));
+    let session_ok = cookie.as_ref().is_some_and(|c| s.sessions.contains(c));
+    if req.path == "/auth/check_jwt" {
+        if !token_ok || take(&mut s.faults.unauthorized) {
+            return Some(response(401, "text/html", "<h2>Invalid token.</h2>"));
+        }
+        let id = format!("sim{}{}", s.sessions.len(), now());
+        s.sessions.insert(id.clone());
+        let mut r = response(200, "text/html", "<!DOCTYPE html><h2>Valid token.</h2>");
+        r.headers.push((
+            "Set-Cookie".into(),
+            format!("sessionId={id}; path=/; HttpOnly"),
+        ));
+        return Some(r);
+    }
+    if !(token_ok || session_ok) || take(&mut s.faults.unauthorized) {
+        return Some(response(
+            401,
+            "application/json",
+            r#"{"status":401,"error":"","info":"Unauthorized"}"#,
+        ));
+    }
+    None
+}
+
 /// Starts a simulated Envoy serving `fixture`, its certificate made in `cert_dir`.
 pub fn envoy(fixture: &Path, cert_dir: &Path, control: Control) -> Server {
     let info =
@@ -554,39 +594,9 @@ pub fn envoy(fixture: &Path, cert_dir: &Path, control: Control) -> Server {
         if req.path == "/info" {
             return Some(response(200, "text/xml", info.clone()));
         }
-        let bearer = req
-            .header("Authorization")
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .map(str::to_string);
-        let cookie = req
-            .header("Cookie")
-            .and_then(|c| {
-                c.split(';')
-                    .find_map(|p| p.trim().strip_prefix("sessionId="))
-            })
-            .map(str::to_string);
         if needs_token {
-            let token_ok = bearer.as_ref().is_some_and(|t| s.tokens.contains(t));
-            let session_ok = cookie.as_ref().is_some_and(|c| s.sessions.contains(c));
-            if req.path == "/auth/check_jwt" {
-                if !token_ok || take(&mut s.faults.unauthorized) {
-                    return Some(response(401, "text/html", "<h2>Invalid token.</h2>"));
-                }
-                let id = format!("sim{}{}", s.sessions.len(), now());
-                s.sessions.insert(id.clone());
-                let mut r = response(200, "text/html", "<!DOCTYPE html><h2>Valid token.</h2>");
-                r.headers.push((
-                    "Set-Cookie".into(),
-                    format!("sessionId={id}; path=/; HttpOnly"),
-                ));
-                return Some(r);
-            }
-            if !(token_ok || session_ok) || take(&mut s.faults.unauthorized) {
-                return Some(response(
-                    401,
-                    "application/json",
-                    r#"{"status":401,"error":"","info":"Unauthorized"}"#,
-                ));
+            if let Some(answer) = authorize(req, &mut s) {
+                return Some(answer);
             }
         }
         if let Some((code, count)) = s.faults.status.as_mut() {

@@ -1,6 +1,6 @@
 //! The Envoy's JSON answers → meters, readings, production → the published fields.
 #![no_main]
-use envoy2mqtt::{json, reading};
+use envoy2mqtt::{answer, reading};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -8,9 +8,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // The same text as each endpoint, then as a whole poll.
-    let meters = json::meters(text).unwrap_or_default();
-    let readings = json::readings(text).unwrap_or_default();
-    let inverters = json::production(text).ok().map(|v| v.inverters());
+    let meters = answer::meters(text).unwrap_or_default();
+    let readings = answer::readings(text).unwrap_or_default();
+    let inverters = answer::production(text).ok().map(|v| v.inverters());
     let snap = reading::snapshot(&meters, &readings, inverters);
     let _ = reading::data_fields(&snap);
     let _ = reading::raw_fields(&snap);

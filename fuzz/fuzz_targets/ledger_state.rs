@@ -1,7 +1,7 @@
 //! The ledger's state file or retained `P/S/ledger` topic (it may be damaged) → a ledger
 //! that then takes a poll and gives its messages.
 #![no_main]
-use envoy2mqtt::{json, zone::Zone};
+use envoy2mqtt::{ledger, zone::Zone};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let zone = Zone::parse("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
     // As the bridge reads it: only a ledger it could have written, its day start derived.
-    let Some(mut l) = json::parse_ledger(text)
+    let Some(mut l) = ledger::parse(text)
         .ok()
         .and_then(|l| l.restored(&zone))
     else {

@@ -1,0 +1,239 @@
+//! How each kind of setting value is read and checked: booleans, hosts, the Envoy's URL,
+//! topic levels, periods, fingerprints. Each error names the setting and the fix. Pure.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Lower-case hexadecimal of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hexadecimal digits, with optional `:` or spaces between bytes.
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let digits: String = text.chars().filter(|c| *c != ':' && *c != ' ').collect();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(digits.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+pub fn unquote(value: &str) -> &str {
+    for q in ['"', '\''] {
+        if value.len() >= 2 && value.starts_with(q) && value.ends_with(q) {
+            return &value[1..value.len() - 1];
+        }
+    }
+    value
+}
+
+pub fn parse_bool(name: &str, value: &str) -> Result<bool> {
+    match value.to_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(Error::config(
+            name,
+            format!("is '{value}'"),
+            "use true or false",
+        )),
+    }
+}
+
+/// `MQTT_HOST`: a host name, an IPv4 address or an IPv6 address (bare or in brackets);
+/// never a port (that is `MQTT_PORT`), a scheme or a path.
+pub fn host(name: &str, value: &str) -> Result<String> {
+    let v6 = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    if v6.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(v6.to_string());
+    }
+    if let Some((host, port)) = value.rsplit_once(':') {
+        if is_host_name(host) && !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) {
+            return Err(Error::config(
+                name,
+                format!("'{value}' has a port in it"),
+                format!("set {name}={host} and MQTT_PORT={port}"),
+            ));
+        }
+    }
+    if !is_host_name(value) {
+        return Err(Error::config(
+            name,
+            format!("'{value}' is not a host name or address"),
+            "give a host name or IP address, without scheme, port or path (192.168.1.10, broker.lan)",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// Letters, digits, `-`, `_` and `.`: a DNS name or an IPv4 address, at most 253 bytes.
+pub fn is_host_name(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 253
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `ENVOY_HOST`: a host, an address or an `http(s)://host[:port]` URL, taken apart at start
+/// so that a mistake is a configuration error rather than a failed request an hour later.
+pub fn envoy_url(value: &str) -> Result<String> {
+    let bad = |problem: String, fix: &str| Err(Error::config("ENVOY_HOST", problem, fix));
+    let trimmed = value.trim_end_matches('/');
+    let (scheme, rest) = match trimmed.split_once("://") {
+        Some((s @ ("http" | "https"), rest)) => (s, rest),
+        Some((other, _)) => {
+            return bad(
+                format!("has the scheme '{other}://'"),
+                "use https:// (firmware 7 and later) or http:// (older firmware), or give just the host",
+            );
+        }
+        None => ("https", trimmed),
+    };
+    if rest.contains('@') {
+        // Never repeat the value: it holds a password.
+        return bad(
+            "has a user name or password in it".into(),
+            "give only the host: the Envoy takes a token (ENVOY_TOKEN, or ENPHASE_USERNAME and ENPHASE_PASSWORD)",
+        );
+    }
+    if rest.contains(|c: char| c.is_whitespace() || c == '/' || c == '?') {
+        return bad(
+            format!("'{value}' is not a host, address or https://host URL"),
+            "give the Envoy's host name or IP address, such as 192.168.1.20",
+        );
+    }
+    if rest.parse::<std::net::Ipv6Addr>().is_ok() {
+        return bad(
+            format!("'{value}' is an IPv6 address without brackets"),
+            &format!("write it in brackets: ENVOY_HOST=[{rest}]"),
+        );
+    }
+    // The port part, `:8443` or empty, after the host or the bracketed IPv6 address.
+    let port = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, tail)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => tail,
+            _ => {
+                return bad(
+                    format!("'{value}' is not an IPv6 address in brackets"),
+                    "write an IPv6 address as [fd00::20]",
+                );
+            }
+        },
+        None => {
+            let (host, port) = rest.split_at(rest.find(':').unwrap_or(rest.len()));
+            if !is_host_name(host) {
+                return bad(
+                    format!("'{value}' is not a host name or address"),
+                    "give the Envoy's host name or IP address, such as 192.168.1.20",
+                );
+            }
+            port
+        }
+    };
+    if let Some(p) = port.strip_prefix(':') {
+        if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+            return bad(
+                format!("has the port '{p}'"),
+                "give a port from 1 to 65535, or none (443 for https://, 80 for http://)",
+            );
+        }
+    } else if !port.is_empty() {
+        return bad(
+            format!("'{value}' is not a host, address or https://host URL"),
+            "give the Envoy's host name or IP address, such as 192.168.1.20",
+        );
+    }
+    Ok(format!("{scheme}://{rest}"))
+}
+
+pub fn https_url(name: &str, value: &str) -> Result<String> {
+    match value.strip_prefix("https://") {
+        Some(rest) if !rest.is_empty() => Ok(value.trim_end_matches('/').to_string()),
+        _ => Err(Error::config(
+            name,
+            format!("'{value}' is not an https:// URL"),
+            "leave it unset: it exists for tests",
+        )),
+    }
+}
+
+/// The longest topic prefix: topics are built under it, and brokers and Home Assistant
+/// handle long topics poorly.
+const MAX_PREFIX: usize = 64;
+
+/// `MQTT_TOPIC_PREFIX`, `HA_DISCOVERY_PREFIX`: one or more topic levels that can start a
+/// topic: no wildcards, no empty level, no `$` (the broker's own topics), at most 64 bytes.
+pub fn topic_level(name: &str, value: &str) -> Result<String> {
+    let problem = if value.is_empty() {
+        Some("is empty".to_string())
+    } else if value.len() > MAX_PREFIX {
+        Some(format!("is {} bytes long", value.len()))
+    } else if value.contains(['+', '#']) {
+        Some(format!("'{value}' has an MQTT wildcard (+ or #) in it"))
+    } else if value.split('/').any(str::is_empty) {
+        Some(format!(
+            "'{value}' has an empty topic level (a leading, trailing or double /)"
+        ))
+    } else if value.starts_with('$') || value.contains(|c: char| c.is_control()) {
+        Some(format!(
+            "'{}' cannot start MQTT topics",
+            value.escape_debug()
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(Error::config(
+            name,
+            problem,
+            "use letters, digits, - or _ (levels separated by /), at most 64 characters, such as envoy",
+        )),
+        None => Ok(value.to_string()),
+    }
+}
+
+/// A period: seconds (`60`, `0.5`) or a humantime duration (`90s`, `5m`, `500ms`).
+/// Zero gives `None` where `zero_disables`, an error elsewhere.
+pub fn interval(
+    name: &str,
+    value: &str,
+    min: Duration,
+    zero_disables: bool,
+) -> Result<Option<Duration>> {
+    let parsed = match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => {
+            Some(Duration::from_secs_f64(secs))
+        }
+        // A number, but far too large (1e9) or negative: out of range, not "not a duration".
+        Ok(secs) if !secs.is_nan() => Some(Duration::MAX),
+        Ok(_) => None,
+        Err(_) => humantime::parse_duration(value).ok(),
+    };
+    let fix = if zero_disables {
+        "give seconds (1) or a duration (500ms, 5s); 0 disables the raw topics"
+    } else {
+        "give seconds (60) or a duration (90s, 5m)"
+    };
+    match parsed {
+        Some(d) if d.is_zero() && zero_disables => Ok(None),
+        Some(d) if d >= min && d <= Duration::from_secs(86_400) => Ok(Some(d)),
+        Some(_) => Err(Error::config(
+            name,
+            format!("'{value}' is out of range (100ms to 1 day)"),
+            fix,
+        )),
+        None => Err(Error::config(
+            name,
+            format!("'{value}' is not a duration"),
+            fix,
+        )),
+    }
+}
