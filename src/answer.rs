@@ -94,9 +94,11 @@ struct ProductionEntryJson {
 impl ChannelJson {
     fn channel(&self) -> Channel {
         Channel {
+            // `activePower`, as pyenphase reads it; `instantaneousDemand` differs on some
+            // channels of firmware 8.3 (a few percent) and is the fallback.
             power: self
-                .instantaneous_demand
-                .or(self.active_power)
+                .active_power
+                .or(self.instantaneous_demand)
                 .unwrap_or(0.0),
             apparent: self.apparent_power,
             voltage: self.voltage,

@@ -339,3 +339,95 @@ pub fn restore(archive: &mut Archive, p: &Composer, out: &mut dyn Output) {
     let (topics, probe) = Archive::restore_topics(p);
     archive.adopt(p, out.retained(&topics, &probe, RESTORE_WAIT));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Format, Sources};
+    use crate::reading::Unit;
+
+    /// An archive over an empty folder, read-only (nothing is written), at `TZ=UTC0`.
+    fn archive(name: &str) -> (Archive, Composer) {
+        let dir = std::env::temp_dir().join(format!("envoy2mqtt-{name}-{}", std::process::id()));
+        let mut sources = Sources::default();
+        sources.environment(|k| match k {
+            "STATE_DIR" => Some(dir.display().to_string()),
+            "TZ" => Some("UTC0".into()),
+            _ => None,
+        });
+        let config = sources.validate().unwrap();
+        let p = Composer {
+            prefix: "envoy".into(),
+            serial: "1".into(),
+            format: Format::Simple,
+            retain: true,
+        };
+        (Archive::open(&config, true).unwrap(), p)
+    }
+
+    fn production(wh: f64) -> Vec<Field> {
+        vec![Field {
+            name: "prod_eim_whLifetime".into(),
+            value: wh,
+            unit: Unit::WattHour,
+        }]
+    }
+
+    /// 2026-01-15 12:00 UTC.
+    fn noon() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_768_478_400)
+    }
+
+    fn today(a: &Archive) -> Option<f64> {
+        let f = a.fields();
+        f.iter()
+            .find(|f| f.name == "prod_eim_today")
+            .map(|f| f.value)
+    }
+
+    #[test]
+    fn nothing_starts_fresh_while_the_broker_cannot_be_read() {
+        let (mut a, p) = archive("archive-wait");
+        assert!(a.waiting());
+        a.adopt(&p, None);
+        assert!(a.waiting(), "still waiting for the broker");
+        assert!(!a.update(&p, noon(), &production(5000.0)));
+        assert!(a.fields().is_empty(), "no ledger started");
+        a.adopt(&p, Some(Vec::new()));
+        assert!(!a.waiting());
+        assert!(
+            a.update(&p, noon(), &production(5000.0)),
+            "a first ledger: save"
+        );
+        assert_eq!(today(&a), Some(0.0));
+    }
+
+    #[test]
+    fn the_retained_ledger_and_the_originals_references_are_taken() {
+        // The retained P/S/ledger of an earlier run: 700 Wh produced today.
+        let (mut first, p) = archive("archive-first");
+        first.adopt(&p, Some(Vec::new()));
+        first.update(&p, noon(), &production(5000.0));
+        first.update(&p, noon() + Duration::from_secs(600), &production(5700.0));
+        let kept = first
+            .messages(&p, noon())
+            .into_iter()
+            .find(|m| m.topic == "envoy/1/ledger")
+            .unwrap();
+        let (mut a, _) = archive("archive-retained");
+        a.adopt(&p, Some(vec![(kept.topic, kept.payload.into_bytes())]));
+        assert!(!a.waiting());
+        a.update(&p, noon() + Duration::from_secs(1200), &production(5900.0));
+        assert_eq!(today(&a), Some(900.0));
+
+        // The original envoy2mqtt's bare midnight reference: 1,200 Wh before the counter.
+        let (mut b, _) = archive("archive-original");
+        let reference = (
+            "envoy/1/data/prod_eim_whLifetime_00h".to_string(),
+            b"3800".to_vec(),
+        );
+        b.adopt(&p, Some(vec![reference]));
+        b.update(&p, noon(), &production(5000.0));
+        assert_eq!(today(&b), Some(1200.0));
+    }
+}

@@ -171,3 +171,58 @@ pub fn refused(state_dir: &Path, pinned: [u8; 32], seen: Option<[u8; 32]>) -> Er
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verify(v: &Verifier, der: &[u8]) -> bool {
+        let name = ServerName::try_from("envoy").unwrap();
+        let cert = CertificateDer::from(der.to_vec());
+        v.verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn each_mode_accepts_what_it_should_and_records_what_it_saw() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (old, new) = (b"old certificate".as_slice(), b"new certificate".as_slice());
+        let pin = Some(fingerprint(old));
+        let cases = [
+            (TlsVerify::Pin, pin, old, true),
+            (TlsVerify::Pin, pin, new, false),
+            // Nothing pinned yet: the first certificate is taken (and then remembered).
+            (TlsVerify::Pin, None, new, true),
+            (TlsVerify::Warn, pin, new, true),
+            (TlsVerify::None, pin, new, true),
+        ];
+        for (mode, pinned, der, ok) in cases {
+            let v = Verifier::new(mode, pinned, provider.clone());
+            assert_eq!(verify(&v, der), ok, "{mode:?} {pinned:?}");
+            assert_eq!(v.seen(), Some(fingerprint(der)), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn a_changed_certificate_is_remembered_and_the_refusal_says_how_to_accept_it() {
+        let dir = std::env::temp_dir().join(format!("envoy2mqtt-cert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (fingerprint(b"a"), fingerprint(b"b"));
+        assert!(
+            !remember(&dir, TlsVerify::None, a).unwrap(),
+            "none remembers nothing"
+        );
+        assert_eq!(remembered(&dir), None);
+        assert!(
+            !remember(&dir, TlsVerify::Warn, a).unwrap(),
+            "a first one is no change"
+        );
+        assert_eq!(remembered(&dir), Some(a));
+        assert!(!remember(&dir, TlsVerify::Warn, a).unwrap());
+        assert!(remember(&dir, TlsVerify::Warn, b).unwrap(), "a change");
+        assert_eq!(remembered(&dir), Some(b));
+        let e = refused(&dir, a, Some(b)).to_string();
+        assert!(e.contains(&format!("ENVOY_CERT_SHA256={}", hex(&b))), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -70,6 +70,14 @@ pub struct Envoy {
 }
 
 fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
+    let closed =
+        matches!(&e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+    if closed {
+        // rustls's own text for this points at its manual: say what it means instead.
+        return Error::Envoy(format!(
+            "GET {url}{path} failed: the Envoy closed the connection without answering; it may be busy or restarting (it restarts around 23:00 every night), retrying later"
+        ));
+    }
     let text = e.to_string();
     let https = url.starts_with("https://");
     let hint = match &e {

@@ -7,7 +7,7 @@
 //! between them, minute by minute; so a midnight, a half-hour or an off-peak edge crossed
 //! between two polls is placed by linear interpolation, and missed midnights roll one
 //! day at a time. A counter that goes backwards (the net counter excepted) adds nothing: if
-//! it is back above its reference within [`RESET_POLLS`] polls it was a glitch, else a reset
+//! it is back above its reference within `RESET_POLLS` polls it was a glitch, else a reset
 //! and the ledger re-bases on it and says so. A jump by more than [`MAX_POWER_W`] could
 //! explain re-bases at once; a 0 is ignored. Nothing happens while the clock is before 2024.
 
@@ -100,7 +100,7 @@ pub struct Ledger {
     #[serde(default)]
     pub below: PerSensor<Option<(f64, u8)>>,
     /// After a reset: the value the counter left, and what was counted since, in case it
-    /// comes back to it (a glitch longer than [`RESET_POLLS`] polls).
+    /// comes back to it (a glitch longer than `RESET_POLLS` polls).
     #[serde(default)]
     pub left: PerSensor<Option<(f64, f64)>>,
 }
@@ -279,7 +279,7 @@ impl Ledger {
     }
 
     /// The energy counter `i` adds at this poll, `reading` being its new value: nothing for
-    /// a step back (jitter, or a glitch until it lasts [`RESET_POLLS`] polls) or a jump no
+    /// a step back (jitter, or a glitch until it lasts `RESET_POLLS` polls) or a jump no
     /// home could make; after a reset, what it counted since.
     fn increase(
         &mut self,

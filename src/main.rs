@@ -3,8 +3,9 @@
 //!
 //! Code map, in the order data flows (Envoy → readings → ledger → messages → output):
 //! - Start: [`cli`] (the command line), [`config`] (every setting, validated once; it also
-//!   reads the PEM files and the zone it names, so a bad one is a configuration error),
-//!   [`error`] (the one error type, whose kind decides the exit code).
+//!   reads the PEM files and the zone it names, so a bad one is a configuration error) over
+//!   [`setting`] (the table of settings) and [`value`] (value parsers); [`error`] (the one
+//!   error type, whose kind decides the exit code).
 //! - The runs: [`service`] (the loop: ticks, commands, reloads), with [`schedule`] (tick and
 //!   back-off arithmetic, pure) and [`signal`] (SIGTERM, SIGHUP); [`once`] (`--once`);
 //!   [`check`] and [`diagnose`] (the reports).
@@ -15,11 +16,12 @@
 //!   files in `STATE_DIR`, read-only for `--dry-run` and `--check`); [`archive`] (where the
 //!   ledger is kept between runs); [`inventory`] (the Home Assistant entities announced);
 //!   [`zone`] (reads the system's time zone; its date arithmetic is pure).
-//! - The pure core: [`info`] (`/info` XML), [`jwt`] (token claims), [`json`] (the JSON
-//!   shapes), [`source`] (where production comes from, layout by layout), [`reading`]
-//!   (meters and readings → fields), [`ledger`] (daily, monthly, yearly energy), [`tariff`]
-//!   (off-peak windows), [`topic`] (every topic), [`message`] (fields → payloads, status),
-//!   [`discovery`] (Home Assistant), [`command`] (incoming commands).
+//! - The pure core: [`info`] (`/info` XML), [`answer`] (the Envoy's JSON answers), [`jwt`]
+//!   (token claims), [`source`] (where production comes from, layout by layout),
+//!   [`reading`] (meters and readings → fields), [`sensor`] and [`ledger`] (daily, monthly,
+//!   yearly energy), [`tariff`] (off-peak windows), [`topic`] (every topic), [`message`]
+//!   and [`payload`] (fields → messages), [`discovery`] and [`entity`] (Home Assistant),
+//!   [`command`] (incoming commands).
 //!
 //! The modules are in the library (`lib.rs`), so that the fuzz targets reach the parsers;
 //! `main` only parses, runs and maps errors to exit codes: 0 ok, 1 runtime, 2 configuration.

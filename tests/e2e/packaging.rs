@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use super::support::*;
@@ -15,16 +15,40 @@ pub const PROCD_HARNESS: &str = r#"
 config_load() { :; }
 config_foreach() { _cb=$1; shift 2; "$_cb" main "$@"; }
 uci_option() { sed -n "s/^[[:space:]]*option $1 '\(.*\)'\$/\1/p" "$UCI_FILE" | head -n 1; }
+# As OpenWrt's validate_data: whether $2 is of type $1; booleans come out as 1 or 0.
+uci_valid() {
+	case "$1" in
+	bool) case "$2" in
+		1|true|yes|on|enabled) _value=1 ;;
+		0|false|no|off|disabled) _value=0 ;;
+		*) return 1 ;;
+		esac ;;
+	port) case "$2" in ''|*[!0-9]*) return 1 ;; esac; [ "$2" -le 65535 ] ;;
+	host) case "$2" in ''|*[!A-Za-z0-9.:_-]*) return 1 ;; esac ;;
+	file) [ -f "$2" ] ;;
+	range\(*) _r=${1#range(}; _r=${_r%)}
+		case "$2" in ''|*[!0-9]*) return 1 ;; esac
+		[ "$2" -ge "${_r%,*}" ] && [ "$2" -le "${_r#*,}" ] ;;
+	or\(*) _r=${1#or(}; _r=${_r%)}
+		for _c in $(echo "$_r" | tr ',' ' '); do [ "$_c" = "\"$2\"" ] && return 0; done
+		return 1 ;;
+	*) return 0 ;;
+	esac
+}
 uci_load_validate() {
-	_section=$3; _callback=$4; shift 4
+	_section=$3; _callback=$4; shift 4; _bad=0
 	for _spec in "$@"; do
-		_name=${_spec%%:*}; _rest=${_spec#*:}; _default=
+		_name=${_spec%%:*}; _rest=${_spec#*:}; _type=${_rest%%:*}; _default=
 		case "$_rest" in *:*) _default=${_rest#*:} ;; esac
 		_value=$(uci_option "$_name")
 		[ -n "$_value" ] || _value=$_default
+		if [ -n "$_value" ] && ! uci_valid "$_type" "$_value"; then
+			echo "validation failed: $_name '$_value' is not a $_type" >&2
+			_bad=1
+		fi
 		eval "$_name=\$_value"
 	done
-	"$_callback" "$_section" 0
+	"$_callback" "$_section" "$_bad"
 }
 procd_open_instance() { :; }
 procd_close_instance() { :; }
@@ -51,19 +75,25 @@ start_service
 
 /// Runs the init script's `start_service` on `uci` (the text of /etc/config/envoy2mqtt);
 /// returns the command line and the environment procd would start the bridge with.
-pub fn procd_start(dir: &Tmp, uci: &str) -> (Vec<String>, Vec<(String, String)>) {
-    let _ = std::fs::remove_file(dir.path("env"));
-    let _ = std::fs::remove_file(dir.path("params"));
+/// The init script's `start_service` under the harness, with `uci` as the UCI file.
+pub fn procd_run(dir: &Tmp, uci: &str) -> Output {
+    for f in ["env", "params", "argv"] {
+        let _ = std::fs::remove_file(dir.path(f));
+    }
     std::fs::write(dir.path("uci"), uci).unwrap();
     let init =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("openwrt/envoy2mqtt/files/envoy2mqtt.init");
-    let out = Command::new("sh")
+    Command::new("sh")
         .args(["-c", PROCD_HARNESS])
         .env("UCI_FILE", dir.path("uci"))
         .env("OUT", &dir.0)
         .env("INIT", init)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+pub fn procd_start(dir: &Tmp, uci: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let out = procd_run(dir, uci);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let read = |f: &str| std::fs::read_to_string(dir.path(f)).unwrap_or_default();
     let argv = read("argv").lines().map(str::to_string).collect();
@@ -240,4 +270,38 @@ fn openwrt_feed_test_script_passes() {
         text(&out.stderr)
     );
     assert!(text(&out.stdout).contains(&format!("envoy2mqtt {}", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn openwrt_init_script_refuses_values_of_the_wrong_type_and_reads_every_boolean() {
+    let dir = Tmp::new("procd");
+    let base = "config envoy2mqtt 'main'\n\toption enabled '1'\n\toption envoy_host '10.0.0.2'\n";
+    // Every spelling of a UCI boolean: written to the settings file as true or false.
+    let uci = format!(
+        "{base}\toption mqtt_retain 'off'\n\toption ha_discovery 'no'\n\toption mqtt_tls 'yes'\n"
+    );
+    let (argv, _) = procd_start(&dir, &uci);
+    assert_eq!(argv.len(), 3, "{argv:?}");
+    let file = std::fs::read_to_string(dir.path("envoy2mqtt.conf")).unwrap();
+    for line in ["MQTT_RETAIN=false", "HA_DISCOVERY=false", "MQTT_TLS=true"] {
+        assert!(file.lines().any(|l| l == line), "{line}: {file}");
+    }
+    // A value of the wrong type: no instance, and the reason in the log.
+    for bad in [
+        "option mqtt_port 'abc'",
+        "option mqtt_qos '5'",
+        "option envoy_tls_verify 'maybe'",
+        "option mqtt_retain 'perhaps'",
+        "option mqtt_host 'http://broker/'",
+        "option mqtt_ca_cert '/nonexistent/ca.pem'",
+    ] {
+        let out = procd_run(&dir, &format!("{base}\t{bad}\n"));
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{bad}: accepted");
+        assert!(
+            err.contains("validation failed") && err.contains("is not valid"),
+            "{bad}: {err}"
+        );
+        assert!(!dir.path("argv").exists(), "{bad}: an instance was started");
+    }
 }

@@ -272,3 +272,41 @@ fn fields_match_the_fixture_numbers() {
     }
     assert!(!out.contains("/raw/"), "--once publishes no raw topics");
 }
+
+#[test]
+fn split_phase_total_consumption_fields_match_the_fixture_numbers() {
+    // Checked by hand against 8.3.5433_tot_is_net_cons/ivp_meters and ivp_meters_readings:
+    // split phase (phaseCount 2; the third channel reads 0 V). Production CT 352.751 W,
+    // L1 180.664 W / 231.924 VA at 121.342 V, L2 179.906 W / 232.259 VA at 121.424 V: mean
+    // voltage 121.383 V, power factor (180.664 + 179.906) / (231.924 + 232.259) = 0.777,
+    // 14405465.57 Wh. Total-consumption CT 786.513 W, L1 431.202 W, L2 364.572 W, mean
+    // 121.393 V, 20055053.325 Wh. Net = total - production: 433.762 W (L1 250.538 W, L2
+    // 184.666 W), 20055053.325 - 14405465.57 = 5649587.755 Wh; importing, so no export and
+    // all production is self-consumed.
+    let (code, out, err) = dry_run("8.3.5433_tot_is_net_cons");
+    assert_eq!(code, Some(0), "{err}");
+    let p = "envoy/123456789012/data/";
+    for (field, value) in [
+        ("prod_eim_wNow", "352.751"),
+        ("prod_eim_voltage", "121.383"),
+        ("prod_eim_pwrFactor", "0.777"),
+        ("prod_eim_wNow_l1", "180.664"),
+        ("prod_eim_wNow_l2", "179.906"),
+        ("prod_eim_whLifetime", "14405465.57"),
+        ("conso_all_eim_wNow", "786.513"),
+        ("conso_all_eim_rmsVoltage", "121.393"),
+        ("conso_all_eim_whLifetime", "20055053.325"),
+        ("conso_net_eim_wNow", "433.762"),
+        ("conso_net_eim_wNow_l1", "250.538"),
+        ("conso_net_eim_wNow_l2", "184.666"),
+        ("conso_net_eim_whLifetime", "5649587.755"),
+        ("grid_eim_wNow", "0"),
+        ("eco_eim_wNow", "352.751"),
+    ] {
+        assert!(
+            out.contains(&format!("{p}{field} [retained] {value}\n")),
+            "{field} {value}:\n{out}"
+        );
+    }
+    assert!(!out.contains("_l3"), "two phases only: {out}");
+}

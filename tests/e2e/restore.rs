@@ -56,6 +56,8 @@ fn kill_9_at_random_moments_never_corrupts_or_double_counts() {
         files += usize::from(check_state_file(&file).is_some());
     }
     println!("100 kills; the state file was readable after {files} of them");
+    // Written atomically (a temporary file renamed): never half a file.
+    assert_eq!(files, 100, "the state file was unreadable after some kills");
     // Then run to the end of the clock and a few polls more.
     let d = Daemon::start(&pairs(&c.env), &[]);
     run_to_the_end(&d, &c.e, until);
