@@ -148,6 +148,63 @@ pub fn readings(body: &str) -> Result<Vec<MeterReading>, String> {
         .collect())
 }
 
+/// A raw tick's view of one meter: its power, and per channel the power and voltage that
+/// tell an unwired phase (see [`reading::MAINS_MIN_VOLTS`](crate::reading::MAINS_MIN_VOLTS)).
+/// Every other field is skipped without being converted.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawReadingJson {
+    eid: u64,
+    #[serde(default)]
+    active_power: Option<f64>,
+    #[serde(default)]
+    instantaneous_demand: Option<f64>,
+    #[serde(default)]
+    channels: Vec<RawChannelJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawChannelJson {
+    #[serde(default)]
+    active_power: Option<f64>,
+    #[serde(default)]
+    instantaneous_demand: Option<f64>,
+    #[serde(default)]
+    voltage: f64,
+}
+
+fn power(active: Option<f64>, demand: Option<f64>) -> f64 {
+    active.or(demand).unwrap_or(0.0)
+}
+
+/// `GET /ivp/meters/readings` for a raw tick: the powers only (energy, current and power
+/// factor are left at 0; a raw tick publishes none of them).
+pub fn raw_readings(body: &str) -> Result<Vec<MeterReading>, String> {
+    let list: Vec<RawReadingJson> = parse("/ivp/meters/readings", body)?;
+    Ok(list
+        .into_iter()
+        .map(|r| MeterReading {
+            eid: r.eid,
+            total: Channel {
+                power: power(r.active_power, r.instantaneous_demand),
+                ..Channel::default()
+            },
+            channels: r
+                .channels
+                .iter()
+                .map(|c| Channel {
+                    power: power(c.active_power, c.instantaneous_demand),
+                    voltage: c.voltage,
+                    ..Channel::default()
+                })
+                .collect(),
+            ..MeterReading::default()
+        })
+        .filter(|r| r.total.power.is_finite())
+        .collect())
+}
+
 /// `GET /api/v1/production`: the microinverters' totals.
 pub fn production(body: &str) -> Result<V1, String> {
     let p: ProductionJson = parse("/api/v1/production", body)?;
@@ -193,5 +250,32 @@ mod tests {
             assert!(readings(body).is_err(), "{body}");
             assert!(production(body).is_err() || body == "{", "{body}");
         }
+    }
+
+    #[test]
+    fn a_raw_tick_reads_the_same_powers_as_a_data_poll() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/envoy");
+        let mut checked = 0;
+        for dir in std::fs::read_dir(fixtures).unwrap() {
+            let Ok(body) = std::fs::read_to_string(dir.unwrap().path().join("ivp_meters_readings"))
+            else {
+                continue;
+            };
+            let (Ok(full), Ok(raw)) = (readings(&body), raw_readings(&body)) else {
+                continue;
+            };
+            type Powers = Vec<(u64, f64, Vec<(f64, f64)>)>;
+            let powers = |v: &[MeterReading]| -> Powers {
+                v.iter()
+                    .map(|r| {
+                        let ch = r.channels.iter().map(|c| (c.power, c.voltage)).collect();
+                        (r.eid, r.total.power, ch)
+                    })
+                    .collect()
+            };
+            assert_eq!(powers(&full), powers(&raw));
+            checked += 1;
+        }
+        assert!(checked >= 8, "{checked} fixtures with readings");
     }
 }

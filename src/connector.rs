@@ -1,14 +1,29 @@
-//! The TLS layer under ureq for the Envoy: rustls with the fingerprint [`Verifier`]
-//! (ureq's own `TlsConfig` has no hook for a custom verifier).
+//! The transport under ureq for the Envoy: rustls with the fingerprint [`Verifier`]
+//! (ureq's own `TlsConfig` has no hook for a custom verifier), and a resolver that looks
+//! the Envoy up once rather than on a new thread before every request.
+//!
+//! A raw tick is one request on a kept-alive connection, so the ceremony around it is what
+//! costs (measured with strace, `docs/performance.md`): ureq's default resolver spawned a
+//! thread per request when a timeout is set (17 syscalls, even for an IP address), probed
+//! the pooled connection twice per request (6 syscalls) and set the socket's timeouts to
+//! the remaining budget before every request (3 syscalls). Here: addresses are cached,
+//! a connection used within [`FRESH`] is reused without a probe, and time budgets are
+//! rounded up to whole seconds so the socket's timeouts change only when the budget does.
 //!
 //! Built on `ureq::unversioned`, which is why ureq is pinned to an exact version.
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::time::Duration as Budget;
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport,
     TransportAdapter,
@@ -61,7 +76,8 @@ impl<In: Transport> Connector<In> for EnvoyTls {
             .or_else(|_| ServerName::try_from("envoy"))
             .map_err(|_| ureq::Error::Tls("invalid server name"))?;
         let mut conn = ClientConnection::new(self.config.clone(), name)?;
-        let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
+        let coarse: Box<dyn Transport> = Box::new(Coarse(transport.boxed()));
+        let mut sock = TransportAdapter::new(coarse, details.current_time.clone());
         sock.set_timeout(details.timeout);
         conn.complete_io(&mut sock)?;
         let buffers = LazyBuffers::new(
@@ -71,7 +87,56 @@ impl<In: Transport> Connector<In> for EnvoyTls {
         Ok(Some(Either::B(TlsTransport {
             buffers,
             stream: StreamOwned { conn, sock },
+            last_io: Instant::now(),
         })))
+    }
+}
+
+/// A connection used this recently is reused without probing it first: the Envoy keeps an
+/// idle connection far longer, and at 1 Hz the connection is never idle longer than this.
+const FRESH: Duration = Duration::from_secs(2);
+
+/// How long a looked-up address is kept (an IP address is never looked up): an Envoy that
+/// DHCP moved is found again within this.
+const ADDRESS_LIFE: Duration = Duration::from_secs(300);
+
+/// A time budget rounded up to whole seconds above one second, so that the socket's
+/// timeout, set only when it changes, stays the same from one request to the next. A
+/// request may then take up to a second more than its budget.
+fn coarse(mut t: NextTimeout) -> NextTimeout {
+    if let Budget::Exact(d) = t.after {
+        if d > Duration::from_secs(1) {
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            t.after = Budget::Exact(Duration::from_secs(secs));
+        }
+    }
+    t
+}
+
+/// The TCP transport under TLS, its time budgets made [`coarse`] (the TLS layer asks for
+/// the remaining budget, which changes by microseconds from one request to the next).
+#[derive(Debug)]
+struct Coarse(Box<dyn Transport>);
+
+impl Transport for Coarse {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.0.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.0.transmit_output(amount, coarse(timeout))
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.0.await_input(coarse(timeout))
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.0.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.is_tls()
     }
 }
 
@@ -79,6 +144,7 @@ impl<In: Transport> Connector<In> for EnvoyTls {
 pub struct TlsTransport {
     buffers: LazyBuffers,
     stream: StreamOwned<ClientConnection, TransportAdapter>,
+    last_io: Instant,
 }
 
 impl fmt::Debug for TlsTransport {
@@ -96,6 +162,7 @@ impl Transport for TlsTransport {
         self.stream.get_mut().set_timeout(timeout);
         let output = &self.buffers.output()[..amount];
         self.stream.write_all(output)?;
+        self.last_io = Instant::now();
         Ok(())
     }
 
@@ -104,14 +171,95 @@ impl Transport for TlsTransport {
         let input = self.buffers.input_append_buf();
         let amount = self.stream.read(input)?;
         self.buffers.input_appended(amount);
+        self.last_io = Instant::now();
         Ok(amount > 0)
     }
 
     fn is_open(&mut self) -> bool {
-        self.stream.get_mut().get_mut().is_open()
+        // A connection closed by the Envoy since is found by the request that follows: it
+        // fails and the next poll opens a new one.
+        self.last_io.elapsed() < FRESH || self.stream.get_mut().get_mut().is_open()
     }
 
     fn is_tls(&self) -> bool {
         true
+    }
+}
+
+/// Looks the Envoy up every five minutes at most, through ureq's resolver (on a thread, within
+/// the time budget); an IP address is never looked up.
+#[derive(Debug, Default)]
+pub struct EnvoyResolver {
+    lookup: DefaultResolver,
+    cached: Mutex<Option<(String, ResolvedSocketAddrs, Instant)>>,
+}
+
+impl Resolver for EnvoyResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("http") => 80,
+            _ => 443,
+        });
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            let mut addrs = self.empty();
+            addrs.push((ip, port).into());
+            return Ok(addrs);
+        }
+        let key = format!("{host}:{port}");
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, addrs, at)) = cached.as_ref() {
+            if *k == key && at.elapsed() < ADDRESS_LIFE {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = self.lookup.resolve(uri, config, timeout)?;
+        *cached = Some((key, addrs.clone(), Instant::now()));
+        Ok(addrs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_are_whole_seconds_above_one() {
+        let cases = [
+            (Duration::from_millis(9_998), Duration::from_secs(10)),
+            (Duration::from_secs(10), Duration::from_secs(10)),
+            (Duration::from_millis(1_001), Duration::from_secs(2)),
+            (Duration::from_millis(700), Duration::from_millis(700)),
+        ];
+        for (given, want) in cases {
+            let t = NextTimeout {
+                after: Budget::Exact(given),
+                ..NextTimeout::default()
+            };
+            assert_eq!(*coarse(t).after, want, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn an_ip_address_is_never_looked_up() {
+        let r = EnvoyResolver::default();
+        let config = Config::default();
+        for (url, want) in [
+            ("https://192.168.1.20/info", "192.168.1.20:443"),
+            ("http://10.0.0.2:8080/info", "10.0.0.2:8080"),
+            ("https://[fd00::20]/info", "[fd00::20]:443"),
+        ] {
+            let uri: Uri = url.parse().unwrap();
+            let addrs = r.resolve(&uri, &config, NextTimeout::default()).unwrap();
+            assert_eq!(addrs.len(), 1);
+            assert_eq!(addrs[0].to_string(), want);
+        }
+        assert!(r.cached.lock().unwrap().is_none(), "nothing looked up");
     }
 }

@@ -330,119 +330,27 @@ mod tests {
 
     #[test]
     fn classes_by_field() {
+        #[rustfmt::skip]
         let cases = [
-            (
-                "prod_eim_wNow",
-                Unit::Watt,
-                Some(("sensor", Some("power"), Some("W"), Some("measurement"))),
-            ),
-            (
-                "conso_net_eim_wNow_l2",
-                Unit::Watt,
-                Some(("sensor", Some("power"), Some("W"), Some("measurement"))),
-            ),
-            (
-                "prod_eim_voltage",
-                Unit::Volt,
-                Some(("sensor", Some("voltage"), Some("V"), Some("measurement"))),
-            ),
-            (
-                "conso_all_eim_rmsCurrent",
-                Unit::Ampere,
-                Some(("sensor", Some("current"), Some("A"), Some("measurement"))),
-            ),
-            (
-                "prod_eim_pwrFactor",
-                Unit::None,
-                Some(("sensor", Some("power_factor"), None, Some("measurement"))),
-            ),
-            (
-                "prod_eim_kwhLifetime",
-                Unit::KiloWattHour,
-                Some((
-                    "sensor",
-                    Some("energy"),
-                    Some("kWh"),
-                    Some("total_increasing"),
-                )),
-            ),
-            (
-                "import_eim_whLifetime",
-                Unit::WattHour,
-                Some((
-                    "sensor",
-                    Some("energy"),
-                    Some("Wh"),
-                    Some("total_increasing"),
-                )),
-            ),
-            (
-                "conso_net_eim_kwhLifetime",
-                Unit::KiloWattHour,
-                Some(("sensor", Some("energy"), Some("kWh"), Some("total"))),
-            ),
-            (
-                "prod_eim_wattHoursToday",
-                Unit::WattHour,
-                Some((
-                    "sensor",
-                    Some("energy"),
-                    Some("Wh"),
-                    Some("total_increasing"),
-                )),
-            ),
-            (
-                "prod_eim_wNow_binary",
-                Unit::None,
-                Some(("binary_sensor", Some("power"), None, None)),
-            ),
-            (
-                "grid_eim_wNow_binary",
-                Unit::None,
-                Some(("binary_sensor", None, None, None)),
-            ),
-            (
-                "timestamp_text",
-                Unit::None,
-                Some(("sensor", Some("timestamp"), None, None)),
-            ),
+            ("prod_eim_wNow", Unit::Watt, Some(("sensor", Some("power"), Some("W"), Some("measurement")))),
+            ("conso_net_eim_wNow_l2", Unit::Watt, Some(("sensor", Some("power"), Some("W"), Some("measurement")))),
+            ("prod_eim_voltage", Unit::Volt, Some(("sensor", Some("voltage"), Some("V"), Some("measurement")))),
+            ("conso_all_eim_rmsCurrent", Unit::Ampere, Some(("sensor", Some("current"), Some("A"), Some("measurement")))),
+            ("prod_eim_pwrFactor", Unit::None, Some(("sensor", Some("power_factor"), None, Some("measurement")))),
+            ("prod_eim_kwhLifetime", Unit::KiloWattHour, Some(("sensor", Some("energy"), Some("kWh"), Some("total_increasing")))),
+            ("import_eim_whLifetime", Unit::WattHour, Some(("sensor", Some("energy"), Some("Wh"), Some("total_increasing")))),
+            ("conso_net_eim_kwhLifetime", Unit::KiloWattHour, Some(("sensor", Some("energy"), Some("kWh"), Some("total")))),
+            ("prod_eim_wattHoursToday", Unit::WattHour, Some(("sensor", Some("energy"), Some("Wh"), Some("total_increasing")))),
+            ("prod_eim_wNow_binary", Unit::None, Some(("binary_sensor", Some("power"), None, None))),
+            ("grid_eim_wNow_binary", Unit::None, Some(("binary_sensor", None, None, None))),
+            ("timestamp_text", Unit::None, Some(("sensor", Some("timestamp"), None, None))),
             ("timestamp", Unit::None, None),
-            (
-                "prod_eim_today",
-                Unit::WattHour,
-                Some((
-                    "sensor",
-                    Some("energy"),
-                    Some("Wh"),
-                    Some("total_increasing"),
-                )),
-            ),
-            (
-                "conso_net_eim_today",
-                Unit::WattHour,
-                Some(("sensor", Some("energy"), Some("Wh"), Some("total"))),
-            ),
-            (
-                "import_eim_yesterday",
-                Unit::WattHour,
-                Some(("sensor", Some("energy"), Some("Wh"), None)),
-            ),
+            ("prod_eim_today", Unit::WattHour, Some(("sensor", Some("energy"), Some("Wh"), Some("total_increasing")))),
+            ("conso_net_eim_today", Unit::WattHour, Some(("sensor", Some("energy"), Some("Wh"), Some("total")))),
+            ("import_eim_yesterday", Unit::WattHour, Some(("sensor", Some("energy"), Some("Wh"), None))),
             ("prod_eim_whLifetime_00h", Unit::WattHour, None),
-            (
-                "consumption/daily/hc",
-                Unit::KiloWattHour,
-                Some((
-                    "sensor",
-                    Some("energy"),
-                    Some("kWh"),
-                    Some("total_increasing"),
-                )),
-            ),
-            (
-                "max_power",
-                Unit::Watt,
-                Some(("sensor", Some("power"), Some("W"), Some("measurement"))),
-            ),
+            ("consumption/daily/hc", Unit::KiloWattHour, Some(("sensor", Some("energy"), Some("kWh"), Some("total_increasing")))),
+            ("max_power", Unit::Watt, Some(("sensor", Some("power"), Some("W"), Some("measurement")))),
         ];
         for (field, unit, want) in cases {
             let got =

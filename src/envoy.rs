@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::answer;
 use crate::certificate::{self, Verifier};
 use crate::config::{Config, EnvoyConfig, TlsVerify};
-use crate::connector::EnvoyTls;
+use crate::connector::{EnvoyResolver, EnvoyTls};
 use crate::error::{Error, Result};
 use crate::info::{self, Info};
 use crate::message::Health;
@@ -106,7 +106,6 @@ fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
 /// The HTTP agent for the Envoy: one kept-alive connection, no redirects, short time
 /// budgets, and TLS through [`EnvoyTls`] (the certificate checked by fingerprint).
 fn agent(verifier: Arc<Verifier>, provider: Arc<rustls::crypto::CryptoProvider>) -> ureq::Agent {
-    use ureq::unversioned::resolver::DefaultResolver;
     use ureq::unversioned::transport::{Connector, TcpConnector};
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -119,7 +118,7 @@ fn agent(verifier: Arc<Verifier>, provider: Arc<rustls::crypto::CryptoProvider>)
         .user_agent(concat!("envoy2mqtt/", env!("CARGO_PKG_VERSION")))
         .build();
     let connector = ().chain(TcpConnector::default()).chain(EnvoyTls::new(verifier, provider));
-    ureq::Agent::with_parts(config, connector, DefaultResolver::default())
+    ureq::Agent::with_parts(config, connector, EnvoyResolver::default())
 }
 
 impl Envoy {
@@ -432,13 +431,19 @@ impl Envoy {
         Ok(meters)
     }
 
-    fn readings(&mut self, meters: &[Meter]) -> Result<Vec<reading::MeterReading>> {
+    /// The readings of the enabled CTs: all of them, or (`raw`) only the powers.
+    fn readings(&mut self, meters: &[Meter], raw: bool) -> Result<Vec<reading::MeterReading>> {
         if !meters.iter().any(|m| m.enabled) {
             return Ok(Vec::new());
         }
+        let parse = if raw {
+            answer::raw_readings
+        } else {
+            answer::readings
+        };
         match self.body("/ivp/meters/readings")? {
             None => Ok(Vec::new()),
-            Some(body) => answer::readings(&body).map_err(Error::Envoy),
+            Some(body) => parse(&body).map_err(Error::Envoy),
         }
     }
 
@@ -538,7 +543,7 @@ impl Envoy {
     /// Envoy. An Envoy that exposes no production as JSON is an error, not an empty poll.
     pub fn data(&mut self) -> Result<Snapshot> {
         let meters = self.meters()?;
-        let readings = self.readings(&meters)?;
+        let readings = self.readings(&meters, false)?;
         let (inverters, source) = self.production(&meters)?;
         let mut snap = reading::snapshot(&meters, &readings, inverters);
         snap.source = source;
@@ -564,7 +569,7 @@ impl Envoy {
     pub fn raw(&mut self) -> Result<Snapshot> {
         self.keeper.cloud_allowed = false;
         let meters = self.meters();
-        let readings = meters.and_then(|m| Ok((self.readings(&m)?, m)));
+        let readings = meters.and_then(|m| Ok((self.readings(&m, true)?, m)));
         self.keeper.cloud_allowed = true;
         let (readings, meters) = readings?;
         let snap = reading::snapshot(&meters, &readings, None);

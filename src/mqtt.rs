@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::link::{self, Input, Link, explain, refused};
 use crate::message::Message;
 use crate::packet::{self, MAX_PACKET};
+use crate::signal::SIGNAL_CHECK;
 
 /// How long one connection attempt may take.
 const CONNECT_BUDGET: Duration = Duration::from_secs(10);
@@ -41,8 +42,6 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_secs(10);
 /// A session shorter than this, closed by the broker, counts as thrown out.
 const STABLE: Duration = Duration::from_secs(10);
-/// The longest a disconnected session sleeps before returning to the loop (signals).
-const NAP: Duration = Duration::from_secs(1);
 
 /// A connection to the broker, and what must survive a reconnect.
 pub struct Session {
@@ -463,7 +462,7 @@ impl Session {
             }
         } else {
             match self.retry_at {
-                Some(at) if at > now => std::thread::sleep((at.min(until) - now).min(NAP)),
+                Some(at) if at > now => std::thread::sleep((at.min(until) - now).min(SIGNAL_CHECK)),
                 _ => {
                     if let Err(e) = self.connect() {
                         self.back_off(e.to_string());

@@ -487,9 +487,6 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         {
             wake = wake.min(at);
         }
-        if service.config.raw_interval.is_none() {
-            wake = wake.min(Instant::now() + SIGNAL_CHECK);
-        }
         for (topic, payload) in service.out.wait(wake) {
             service.command(&topic, &payload);
         }

@@ -2,8 +2,10 @@
 //!
 //! The loop waits in one broker read until its next deadline: with `SO_RCVTIMEO` set,
 //! Linux ends that read with `EINTR` when a signal arrives, even under `SA_RESTART`
-//! (signal(7)), so a stop is seen at once. Sleeps are not ended that way, so they are
-//! bounded by [`SIGNAL_CHECK`].
+//! (signal(7)), so a stop is seen at once, raw polling on or off, with no wake-up for it
+//! in between. A signal that lands in the few microseconds between the loop's look at the
+//! flags and the read is seen at the read's end: the next deadline, or the keep-alive's
+//! ping within 30 s. Sleeps are not ended by a signal, so they are cut at [`SIGNAL_CHECK`].
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -11,10 +13,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// The longest the loop waits before looking at signals again when it cannot be woken by
-/// one: while sleeping (`--dry-run`, back-off) and while raw polling is off. (A broker
-/// read is ended by a signal at once; this bound covers a signal that lands between the
-/// loop's check of the flags and the read.) With raw polling on, the raw period bounds it.
+/// The longest sleep before the loop looks at signals again (`--dry-run`, back-off, a
+/// broker that is down): a sleep, unlike a read, is not ended by a signal.
 pub const SIGNAL_CHECK: Duration = Duration::from_secs(1);
 
 /// SIGTERM/SIGINT (stop) and SIGHUP (reload), as flags.

@@ -171,70 +171,17 @@ mod tests {
             meter(Role::NetConsumption, false),
         ];
         let net_only = [meter(Role::NetConsumption, true)];
+        #[rustfmt::skip]
         let cases: [(&str, Info, &[Meter], Option<&V1>, Source); 9] = [
-            (
-                "non-metered 7.6",
-                info("D7.6.175", false),
-                &[],
-                Some(&good),
-                Source::V1,
-            ),
-            (
-                "metered no CT 8.2.4264: stale v1",
-                info("D8.2.4264", true),
-                &disabled,
-                Some(&stale),
-                Source::Inverters,
-            ),
-            (
-                "metered no CT 8.3: stale v1",
-                info("D8.3.5167", true),
-                &[],
-                Some(&stale),
-                Source::Inverters,
-            ),
-            (
-                "metered net CT only 8.3",
-                info("D8.3.5167", true),
-                &net_only,
-                Some(&good),
-                Source::Inverters,
-            ),
-            (
-                "metered no CT 8.2.4263: v1 trusted",
-                info("D8.2.4263", true),
-                &disabled,
-                Some(&stale),
-                Source::V1,
-            ),
-            (
-                "all-zero v1 on 7.3",
-                info("D7.3.466", true),
-                &disabled,
-                Some(&zero),
-                Source::Inverters,
-            ),
-            (
-                "all-zero v1 non-metered 8.3.5422",
-                info("D8.3.5422", false),
-                &[],
-                Some(&zero),
-                Source::Inverters,
-            ),
-            (
-                "no v1 (old firmware)",
-                info("R3.18.5", false),
-                &[],
-                None,
-                Source::Inverters,
-            ),
-            (
-                "non-metered 8.3 sound v1",
-                info("D8.3.5422", false),
-                &[],
-                Some(&good),
-                Source::V1,
-            ),
+            ("non-metered 7.6", info("D7.6.175", false), &[], Some(&good), Source::V1),
+            ("metered no CT 8.2.4264: stale v1", info("D8.2.4264", true), &disabled, Some(&stale), Source::Inverters),
+            ("metered no CT 8.3: stale v1", info("D8.3.5167", true), &[], Some(&stale), Source::Inverters),
+            ("metered net CT only 8.3", info("D8.3.5167", true), &net_only, Some(&good), Source::Inverters),
+            ("metered no CT 8.2.4263: v1 trusted", info("D8.2.4263", true), &disabled, Some(&stale), Source::V1),
+            ("all-zero v1 on 7.3", info("D7.3.466", true), &disabled, Some(&zero), Source::Inverters),
+            ("all-zero v1 non-metered 8.3.5422", info("D8.3.5422", false), &[], Some(&zero), Source::Inverters),
+            ("no v1 (old firmware)", info("R3.18.5", false), &[], None, Source::Inverters),
+            ("non-metered 8.3 sound v1", info("D8.3.5422", false), &[], Some(&good), Source::V1),
         ];
         for (name, info, meters, v1, want) in cases {
             assert_eq!(without_ct(&info, meters, v1), want, "{name}");

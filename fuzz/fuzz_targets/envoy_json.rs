@@ -10,6 +10,9 @@ fuzz_target!(|data: &[u8]| {
     // The same text as each endpoint, then as a whole poll.
     let meters = answer::meters(text).unwrap_or_default();
     let readings = answer::readings(text).unwrap_or_default();
+    // A raw tick's parse of the same text, and its fields.
+    let raw = answer::raw_readings(text).unwrap_or_default();
+    let _ = reading::raw_fields(&reading::snapshot(&meters, &raw, None));
     let inverters = answer::production(text).ok().map(|v| v.inverters());
     let snap = reading::snapshot(&meters, &readings, inverters);
     let _ = reading::data_fields(&snap);

@@ -95,196 +95,199 @@ fn each_setting_is_read() {
     assert_eq!(c.log_level, log::LevelFilter::Debug);
 }
 
-#[test]
+/// Settings that must be refused: the environment, the setting named, words of the message.
 #[allow(clippy::type_complexity)] // a table of cases
+const REFUSED: &[(&[(&str, &str)], &str, &str)] = &[
+    (&[("ENVOY_HOST", "ftp://x")], "ENVOY_HOST", "scheme"),
+    (&[("ENVOY_HOST", "a b")], "ENVOY_HOST", "not a host"),
+    (
+        &[("ENVOY_HOST", "https://x/path")],
+        "ENVOY_HOST",
+        "not a host",
+    ),
+    (&[("ENVOY_SERIAL", "12-34")], "ENVOY_SERIAL", "not a serial"),
+    (&[("ENPHASE_USERNAME", "u")], "ENPHASE_PASSWORD", "missing"),
+    (&[("ENPHASE_PASSWORD", "p")], "ENPHASE_USERNAME", "missing"),
+    (
+        &[("ENVOY_TLS_VERIFY", "yes")],
+        "ENVOY_TLS_VERIFY",
+        "use warn",
+    ),
+    (
+        &[("ENVOY_CERT_SHA256", "abc")],
+        "ENVOY_CERT_SHA256",
+        "64 hexadecimal",
+    ),
+    (
+        &[("ENVOY_HOST", "192.168.1.20:abc")],
+        "ENVOY_HOST",
+        "port 'abc'",
+    ),
+    (
+        &[("ENVOY_HOST", "192.168.1.20:99999")],
+        "ENVOY_HOST",
+        "port '99999'",
+    ),
+    (
+        &[("ENVOY_HOST", "192.168.1.20:0")],
+        "ENVOY_HOST",
+        "1 to 65535",
+    ),
+    (&[("ENVOY_HOST", "::1")], "ENVOY_HOST", "[::1]"),
+    (&[("ENVOY_HOST", "[::1")], "ENVOY_HOST", "in brackets"),
+    (
+        &[("ENVOY_HOST", "https://user:pass@10.0.0.2")],
+        "ENVOY_HOST",
+        "user name or password",
+    ),
+    (
+        &[("ENVOY_HOST", "envoy!local")],
+        "ENVOY_HOST",
+        "not a host name",
+    ),
+    (&[("MQTT_HOST", "")], "", ""),
+    (&[("MQTT_HOST", "mqtt://b")], "MQTT_HOST", "not a host"),
+    (
+        &[("MQTT_HOST", "broker.lan:1884")],
+        "MQTT_HOST",
+        "MQTT_HOST=broker.lan and MQTT_PORT=1884",
+    ),
+    (
+        &[("MQTT_TOPIC_PREFIX", "#")],
+        "MQTT_TOPIC_PREFIX",
+        "wildcard",
+    ),
+    (
+        &[("MQTT_TOPIC_PREFIX", "a/+/b")],
+        "MQTT_TOPIC_PREFIX",
+        "wildcard",
+    ),
+    (
+        &[("MQTT_TOPIC_PREFIX", "a//b")],
+        "MQTT_TOPIC_PREFIX",
+        "empty topic level",
+    ),
+    (
+        &[("MQTT_TOPIC_PREFIX", "/envoy")],
+        "MQTT_TOPIC_PREFIX",
+        "empty topic level",
+    ),
+    (
+        &[("MQTT_TOPIC_PREFIX", "$SYS")],
+        "MQTT_TOPIC_PREFIX",
+        "cannot start",
+    ),
+    (
+        &[("HA_DISCOVERY_PREFIX", "home/#")],
+        "HA_DISCOVERY_PREFIX",
+        "wildcard",
+    ),
+    (
+        &[
+            ("DATA_INTERVAL_SECONDS", "1"),
+            ("RAW_DATA_INTERVAL_SECONDS", "5"),
+        ],
+        "DATA_INTERVAL_SECONDS",
+        "shorter than RAW_DATA_INTERVAL_SECONDS",
+    ),
+    (&[("MQTT_PORT", "0")], "MQTT_PORT", "1 to 65535"),
+    (&[("MQTT_PORT", "70000")], "MQTT_PORT", "1 to 65535"),
+    (&[("MQTT_QOS", "3")], "MQTT_QOS", "0, 1"),
+    (&[("MQTT_RETAIN", "maybe")], "MQTT_RETAIN", "true or false"),
+    (&[("MQTT_FORMAT", "xml")], "MQTT_FORMAT", "simple"),
+    (&[("MQTT_TLS", "2")], "MQTT_TLS", "true or false"),
+    (
+        &[("MQTT_TLS_INSECURE", "x")],
+        "MQTT_TLS_INSECURE",
+        "true or false",
+    ),
+    (
+        &[("MQTT_TOPIC_PREFIX", "a/#")],
+        "MQTT_TOPIC_PREFIX",
+        "wildcard",
+    ),
+    (
+        &[("MQTT_BASE_TOPIC", "/a")],
+        "MQTT_TOPIC_PREFIX",
+        "empty topic level",
+    ),
+    (
+        &[("MQTT_CA_CERT", "/nonexistent/ca.pem")],
+        "MQTT_CA_CERT",
+        "readable PEM",
+    ),
+    (
+        &[("MQTT_CLIENT_CERT", "/nonexistent/c.pem")],
+        "MQTT_CLIENT_CERT",
+        "readable",
+    ),
+    (
+        &[("MQTT_CLIENT_CERT", "Cargo.toml")],
+        "MQTT_CLIENT_KEY",
+        "both",
+    ),
+    (
+        &[("MQTT_CLIENT_KEY", "Cargo.toml")],
+        "MQTT_CLIENT_CERT",
+        "both",
+    ),
+    (
+        &[("RAW_DATA_INTERVAL_SECONDS", "fast")],
+        "RAW_DATA_INTERVAL_SECONDS",
+        "0 disables",
+    ),
+    (
+        &[("RAW_DATA_INTERVAL_SECONDS", "10ms")],
+        "RAW_DATA_INTERVAL_SECONDS",
+        "out of range",
+    ),
+    (
+        &[("DATA_INTERVAL_SECONDS", "0")],
+        "DATA_INTERVAL_SECONDS",
+        "out of range",
+    ),
+    (
+        &[("DATA_INTERVAL_SECONDS", "-5")],
+        "DATA_INTERVAL_SECONDS",
+        "out of range",
+    ),
+    (&[("HA_DISCOVERY", "nope")], "HA_DISCOVERY", "true or false"),
+    (
+        &[("HA_DISCOVERY_PREFIX", "ha/")],
+        "HA_DISCOVERY_PREFIX",
+        "empty topic level",
+    ),
+    (
+        &[("OFFPEAK_HOURS", "22h-6h")],
+        "OFFPEAK_HOURS",
+        "HH:MM-HH:MM",
+    ),
+    (&[("LOG_LEVEL", "loud")], "LOG_LEVEL", "info (default)"),
+    (
+        &[("ENPHASE_LOGIN_URL", "http://x")],
+        "ENPHASE_LOGIN_URL",
+        "https://",
+    ),
+    (
+        &[("ENPHASE_TOKEN_URL", "x")],
+        "ENPHASE_TOKEN_URL",
+        "https://",
+    ),
+    (
+        &[("ENPHASE_CA_CERT", "/nonexistent")],
+        "ENPHASE_CA_CERT",
+        "readable",
+    ),
+];
+
+#[test]
 fn each_error_names_the_setting() {
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
-        (&[("ENVOY_HOST", "ftp://x")], "ENVOY_HOST", "scheme"),
-        (&[("ENVOY_HOST", "a b")], "ENVOY_HOST", "not a host"),
-        (
-            &[("ENVOY_HOST", "https://x/path")],
-            "ENVOY_HOST",
-            "not a host",
-        ),
-        (&[("ENVOY_SERIAL", "12-34")], "ENVOY_SERIAL", "not a serial"),
-        (&[("ENPHASE_USERNAME", "u")], "ENPHASE_PASSWORD", "missing"),
-        (&[("ENPHASE_PASSWORD", "p")], "ENPHASE_USERNAME", "missing"),
-        (
-            &[("ENVOY_TLS_VERIFY", "yes")],
-            "ENVOY_TLS_VERIFY",
-            "use warn",
-        ),
-        (
-            &[("ENVOY_CERT_SHA256", "abc")],
-            "ENVOY_CERT_SHA256",
-            "64 hexadecimal",
-        ),
-        (
-            &[("ENVOY_HOST", "192.168.1.20:abc")],
-            "ENVOY_HOST",
-            "port 'abc'",
-        ),
-        (
-            &[("ENVOY_HOST", "192.168.1.20:99999")],
-            "ENVOY_HOST",
-            "port '99999'",
-        ),
-        (
-            &[("ENVOY_HOST", "192.168.1.20:0")],
-            "ENVOY_HOST",
-            "1 to 65535",
-        ),
-        (&[("ENVOY_HOST", "::1")], "ENVOY_HOST", "[::1]"),
-        (&[("ENVOY_HOST", "[::1")], "ENVOY_HOST", "in brackets"),
-        (
-            &[("ENVOY_HOST", "https://user:pass@10.0.0.2")],
-            "ENVOY_HOST",
-            "user name or password",
-        ),
-        (
-            &[("ENVOY_HOST", "envoy!local")],
-            "ENVOY_HOST",
-            "not a host name",
-        ),
-        (&[("MQTT_HOST", "")], "", ""),
-        (&[("MQTT_HOST", "mqtt://b")], "MQTT_HOST", "not a host"),
-        (
-            &[("MQTT_HOST", "broker.lan:1884")],
-            "MQTT_HOST",
-            "MQTT_HOST=broker.lan and MQTT_PORT=1884",
-        ),
-        (
-            &[("MQTT_TOPIC_PREFIX", "#")],
-            "MQTT_TOPIC_PREFIX",
-            "wildcard",
-        ),
-        (
-            &[("MQTT_TOPIC_PREFIX", "a/+/b")],
-            "MQTT_TOPIC_PREFIX",
-            "wildcard",
-        ),
-        (
-            &[("MQTT_TOPIC_PREFIX", "a//b")],
-            "MQTT_TOPIC_PREFIX",
-            "empty topic level",
-        ),
-        (
-            &[("MQTT_TOPIC_PREFIX", "/envoy")],
-            "MQTT_TOPIC_PREFIX",
-            "empty topic level",
-        ),
-        (
-            &[("MQTT_TOPIC_PREFIX", "$SYS")],
-            "MQTT_TOPIC_PREFIX",
-            "cannot start",
-        ),
-        (
-            &[("MQTT_TOPIC_PREFIX", &"x".repeat(70_000))],
-            "MQTT_TOPIC_PREFIX",
-            "70000 bytes",
-        ),
-        (
-            &[("HA_DISCOVERY_PREFIX", "home/#")],
-            "HA_DISCOVERY_PREFIX",
-            "wildcard",
-        ),
-        (
-            &[
-                ("DATA_INTERVAL_SECONDS", "1"),
-                ("RAW_DATA_INTERVAL_SECONDS", "5"),
-            ],
-            "DATA_INTERVAL_SECONDS",
-            "shorter than RAW_DATA_INTERVAL_SECONDS",
-        ),
-        (&[("MQTT_PORT", "0")], "MQTT_PORT", "1 to 65535"),
-        (&[("MQTT_PORT", "70000")], "MQTT_PORT", "1 to 65535"),
-        (&[("MQTT_QOS", "3")], "MQTT_QOS", "0, 1"),
-        (&[("MQTT_RETAIN", "maybe")], "MQTT_RETAIN", "true or false"),
-        (&[("MQTT_FORMAT", "xml")], "MQTT_FORMAT", "simple"),
-        (&[("MQTT_TLS", "2")], "MQTT_TLS", "true or false"),
-        (
-            &[("MQTT_TLS_INSECURE", "x")],
-            "MQTT_TLS_INSECURE",
-            "true or false",
-        ),
-        (
-            &[("MQTT_TOPIC_PREFIX", "a/#")],
-            "MQTT_TOPIC_PREFIX",
-            "wildcard",
-        ),
-        (
-            &[("MQTT_BASE_TOPIC", "/a")],
-            "MQTT_TOPIC_PREFIX",
-            "empty topic level",
-        ),
-        (
-            &[("MQTT_CA_CERT", "/nonexistent/ca.pem")],
-            "MQTT_CA_CERT",
-            "readable PEM",
-        ),
-        (
-            &[("MQTT_CLIENT_CERT", "/nonexistent/c.pem")],
-            "MQTT_CLIENT_CERT",
-            "readable",
-        ),
-        (
-            &[("MQTT_CLIENT_CERT", "Cargo.toml")],
-            "MQTT_CLIENT_KEY",
-            "both",
-        ),
-        (
-            &[("MQTT_CLIENT_KEY", "Cargo.toml")],
-            "MQTT_CLIENT_CERT",
-            "both",
-        ),
-        (
-            &[("RAW_DATA_INTERVAL_SECONDS", "fast")],
-            "RAW_DATA_INTERVAL_SECONDS",
-            "0 disables",
-        ),
-        (
-            &[("RAW_DATA_INTERVAL_SECONDS", "10ms")],
-            "RAW_DATA_INTERVAL_SECONDS",
-            "out of range",
-        ),
-        (
-            &[("DATA_INTERVAL_SECONDS", "0")],
-            "DATA_INTERVAL_SECONDS",
-            "out of range",
-        ),
-        (
-            &[("DATA_INTERVAL_SECONDS", "-5")],
-            "DATA_INTERVAL_SECONDS",
-            "out of range",
-        ),
-        (&[("HA_DISCOVERY", "nope")], "HA_DISCOVERY", "true or false"),
-        (
-            &[("HA_DISCOVERY_PREFIX", "ha/")],
-            "HA_DISCOVERY_PREFIX",
-            "empty topic level",
-        ),
-        (
-            &[("OFFPEAK_HOURS", "22h-6h")],
-            "OFFPEAK_HOURS",
-            "HH:MM-HH:MM",
-        ),
-        (&[("LOG_LEVEL", "loud")], "LOG_LEVEL", "info (default)"),
-        (
-            &[("ENPHASE_LOGIN_URL", "http://x")],
-            "ENPHASE_LOGIN_URL",
-            "https://",
-        ),
-        (
-            &[("ENPHASE_TOKEN_URL", "x")],
-            "ENPHASE_TOKEN_URL",
-            "https://",
-        ),
-        (
-            &[("ENPHASE_CA_CERT", "/nonexistent")],
-            "ENPHASE_CA_CERT",
-            "readable",
-        ),
-    ];
+    let long = "x".repeat(70_000);
+    let too_long: &[(&str, &str)] = &[("MQTT_TOPIC_PREFIX", &long)];
+    let cases = REFUSED
+        .iter()
+        .copied()
+        .chain([(too_long, "MQTT_TOPIC_PREFIX", "70000 bytes")]);
     for (env, name, words) in cases {
         match config(env) {
             Ok(_) if name.is_empty() => {}

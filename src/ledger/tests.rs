@@ -150,79 +150,19 @@ fn missed_midnights_roll_every_day() {
 #[allow(clippy::type_complexity)] // a table of cases
 fn glitches_rebase_instead_of_counting() {
     let m = 60_000;
+    #[rustfmt::skip]
     let cases: &[(&str, &[(i64, f64)], f64, usize)] = &[
         // (what, polls, today's Wh, notes)
-        (
-            "steady",
-            &[(0, 5000.0), (m, 5010.0), (2 * m, 5020.0)],
-            20.0,
-            0,
-        ),
-        (
-            "backwards glitch, then back",
-            &[(0, 5000.0), (m, 5010.0), (2 * m, 4000.0), (3 * m, 5020.0)],
-            20.0,
-            0,
-        ),
-        (
-            // Three polls below: a reset; what it counted from 4000 is energy.
-            "backwards step that stays",
-            &[
-                (0, 5000.0),
-                (m, 5010.0),
-                (2 * m, 4000.0),
-                (3 * m, 4005.0),
-                (4 * m, 4010.0),
-                (5 * m, 4015.0),
-            ],
-            25.0,
-            1,
-        ),
-        (
-            // Below for longer than a reset takes, then back where it was: the energy
-            // is the old series' gain, counted once.
-            "long glitch, then back",
-            &[
-                (0, 5000.0),
-                (m, 5010.0),
-                (2 * m, 4000.0),
-                (3 * m, 4000.0),
-                (4 * m, 4000.0),
-                (5 * m, 4000.0),
-                (6 * m, 5070.0),
-            ],
-            70.0,
-            1,
-        ),
-        (
-            "reset to a small value",
-            &[
-                (0, 5000.0),
-                (m, 5010.0),
-                (2 * m, 3.0),
-                (3 * m, 8.0),
-                (4 * m, 13.0),
-            ],
-            20.0,
-            1,
-        ),
-        (
-            "drop to zero and back",
-            &[(0, 5000.0), (m, 5010.0), (2 * m, 0.0), (3 * m, 5030.0)],
-            30.0,
-            1,
-        ),
-        (
-            "1.19 MWh step",
-            &[
-                (0, 5000.0),
-                (m, 5010.0),
-                (2 * m, 1_195_010.0),
-                (3 * m, 1_195_020.0),
-            ],
-            20.0,
-            1,
-        ),
+        ("steady", &[(0, 5000.0), (m, 5010.0), (2 * m, 5020.0)], 20.0, 0),
+        ("backwards glitch, then back", &[(0, 5000.0), (m, 5010.0), (2 * m, 4000.0), (3 * m, 5020.0)], 20.0, 0),
+        // Three polls below: a reset; what it counted from 4000 is energy.
+        ("backwards step that stays", &[(0, 5000.0), (m, 5010.0), (2 * m, 4000.0), (3 * m, 4005.0), (4 * m, 4010.0), (5 * m, 4015.0)], 25.0, 1),
+        // Below for longer than a reset takes, then back where it was: the energy
+        // is the old series' gain, counted once.
+        ("long glitch, then back", &[(0, 5000.0), (m, 5010.0), (2 * m, 4000.0), (3 * m, 4000.0), (4 * m, 4000.0), (5 * m, 4000.0), (6 * m, 5070.0)], 70.0, 1),
+        ("reset to a small value", &[(0, 5000.0), (m, 5010.0), (2 * m, 3.0), (3 * m, 8.0), (4 * m, 13.0)], 20.0, 1),
+        ("drop to zero and back", &[(0, 5000.0), (m, 5010.0), (2 * m, 0.0), (3 * m, 5030.0)], 30.0, 1),
+        ("1.19 MWh step", &[(0, 5000.0), (m, 5010.0), (2 * m, 1_195_010.0), (3 * m, 1_195_020.0)], 20.0, 1),
     ];
     for (what, polls, today, notes) in cases {
         let (l, got) = run("2026-01-15 10:00", polls);
@@ -355,93 +295,13 @@ fn derived_counters_are_held_unless_a_measured_one_was_reset() {
         Some(500.0),
         Some(2000.0),
     ]);
+    #[rustfmt::skip]
     let cases: [(&str, Counters, Counters, &[Sensor]); 5] = [
-        (
-            "export read 8 Wh ahead: both derived step back, held",
-            PerSensor([
-                Some(1001.0),
-                Some(2994.0),
-                Some(2501.0),
-                Some(508.0),
-                Some(493.0),
-                Some(1993.0),
-            ]),
-            PerSensor([
-                Some(1001.0),
-                Some(3000.0),
-                Some(2501.0),
-                Some(508.0),
-                Some(500.0),
-                Some(1993.0),
-            ]),
-            &[Consumption, SelfConsumption],
-        ),
-        (
-            "all up: nothing held",
-            PerSensor([
-                Some(1010.0),
-                Some(3020.0),
-                Some(2515.0),
-                Some(505.0),
-                Some(505.0),
-                Some(2010.0),
-            ]),
-            PerSensor([
-                Some(1010.0),
-                Some(3020.0),
-                Some(2515.0),
-                Some(505.0),
-                Some(505.0),
-                Some(2010.0),
-            ]),
-            &[],
-        ),
-        (
-            "production counter reset: followed, the ledger re-bases",
-            PerSensor([
-                Some(0.0),
-                Some(2001.0),
-                Some(2501.0),
-                Some(500.0),
-                Some(0.0),
-                Some(2001.0),
-            ]),
-            PerSensor([
-                Some(0.0),
-                Some(2001.0),
-                Some(2501.0),
-                Some(500.0),
-                Some(0.0),
-                Some(2001.0),
-            ]),
-            &[],
-        ),
-        (
-            "total CT (no import/export): house is measured, not held",
-            PerSensor([Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)]),
-            PerSensor([Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)]),
-            &[],
-        ),
-        (
-            "net counter may go down: not held",
-            PerSensor([
-                Some(1001.0),
-                Some(3000.5),
-                Some(2501.0),
-                Some(503.0),
-                Some(500.0),
-                Some(1998.0),
-            ]),
-            PerSensor([
-                Some(1001.0),
-                Some(3000.5),
-                Some(2501.0),
-                Some(503.0),
-                Some(500.0),
-                Some(1998.0),
-            ]),
-            &[],
-        ),
+        ("export read 8 Wh ahead: both derived step back, held", PerSensor([Some(1001.0), Some(2994.0), Some(2501.0), Some(508.0), Some(493.0), Some(1993.0)]), PerSensor([Some(1001.0), Some(3000.0), Some(2501.0), Some(508.0), Some(500.0), Some(1993.0)]), &[Consumption, SelfConsumption]),
+        ("all up: nothing held", PerSensor([Some(1010.0), Some(3020.0), Some(2515.0), Some(505.0), Some(505.0), Some(2010.0)]), PerSensor([Some(1010.0), Some(3020.0), Some(2515.0), Some(505.0), Some(505.0), Some(2010.0)]), &[]),
+        ("production counter reset: followed, the ledger re-bases", PerSensor([Some(0.0), Some(2001.0), Some(2501.0), Some(500.0), Some(0.0), Some(2001.0)]), PerSensor([Some(0.0), Some(2001.0), Some(2501.0), Some(500.0), Some(0.0), Some(2001.0)]), &[]),
+        ("total CT (no import/export): house is measured, not held", PerSensor([Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)]), PerSensor([Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)]), &[]),
+        ("net counter may go down: not held", PerSensor([Some(1001.0), Some(3000.5), Some(2501.0), Some(503.0), Some(500.0), Some(1998.0)]), PerSensor([Some(1001.0), Some(3000.5), Some(2501.0), Some(503.0), Some(500.0), Some(1998.0)]), &[]),
     ];
     for (name, mut now, want, held) in cases {
         let mut prev = before;

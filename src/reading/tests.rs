@@ -62,6 +62,7 @@ fn layouts_publish_what_they_measure() {
     });
     let noise = ch(-1.0, 11.0, 0.2);
     let one = |p| [ch(p, 230.0, 2.0), noise, noise];
+    #[rustfmt::skip]
     let cases: Vec<(
         &str,
         Vec<Meter>,
@@ -70,120 +71,12 @@ fn layouts_publish_what_they_measure() {
         &[&str],
         &[&str],
     )> = vec![
-        (
-            "production and net CTs",
-            vec![
-                meter(1, "production", true, 1),
-                meter(2, "net-consumption", true, 1),
-            ],
-            vec![
-                reading(1, &one(500.0), 1000.0, 5.0),
-                reading(2, &one(-100.0), 3000.0, 800.0),
-            ],
-            inv,
-            &[
-                "prod_eim_pwrFactor",
-                "import_eim_whLifetime",
-                "eco_eim_whLifetime",
-                "conso_all_eim_kwhLifetime",
-            ],
-            &["prod_eim_wNow_l1", "conso_net_eim_voltage_l2"],
-        ),
-        (
-            "production CT only",
-            vec![
-                meter(1, "production", true, 1),
-                meter(2, "net-consumption", false, 1),
-            ],
-            vec![
-                reading(1, &one(500.0), 1000.0, 5.0),
-                reading(2, &one(0.0), 0.0, 0.0),
-            ],
-            inv,
-            &["prod_eim_whLifetime", "prod_eim_wattHoursToday"],
-            &[
-                "conso_net_eim_wNow",
-                "grid_eim_wNow",
-                "eco_eim_wNow",
-                "conso_all_eim_wNow",
-                "import_eim_whLifetime",
-            ],
-        ),
-        (
-            "disabled CTs, inverters without sound counters: power kept, no energy",
-            vec![
-                meter(1, "production", false, 1),
-                meter(2, "net-consumption", false, 1),
-            ],
-            vec![
-                reading(1, &one(500.0), 1000.0, 5.0),
-                reading(2, &one(-100.0), 3000.0, 800.0),
-            ],
-            no_energy,
-            &["prod_eim_wNow", "prod_eim_wNow_binary"],
-            &[
-                "prod_eim_whLifetime",
-                "prod_eim_wattHoursToday",
-                "prod_eim_voltage",
-                "conso_net_eim_wNow",
-            ],
-        ),
-        (
-            "non-metered",
-            vec![],
-            vec![],
-            inv,
-            &[
-                "prod_eim_wNow",
-                "prod_eim_whLifetime",
-                "prod_eim_kwhLifetime",
-                "prod_eim_wattHoursToday",
-            ],
-            &[
-                "prod_eim_voltage",
-                "conso_net_eim_wNow",
-                "conso_all_eim_wNow",
-            ],
-        ),
-        (
-            "total-consumption CT",
-            vec![
-                meter(1, "production", true, 1),
-                meter(2, "total-consumption", true, 1),
-            ],
-            vec![
-                reading(1, &one(500.0), 1000.0, 5.0),
-                reading(2, &one(800.0), 3000.0, 0.0),
-            ],
-            inv,
-            &[
-                "conso_net_eim_wNow",
-                "conso_net_eim_whLifetime",
-                "grid_eim_wNow",
-                "conso_all_eim_rmsCurrent",
-            ],
-            &[
-                "import_eim_whLifetime",
-                "grid_eim_whLifetime",
-                "eco_eim_whLifetime",
-                "conso_net_eim_current",
-            ],
-        ),
-        (
-            "extra eid and storage ignored",
-            vec![
-                meter(1, "production", true, 1),
-                meter(3, "storage", true, 1),
-            ],
-            vec![
-                reading(1, &one(500.0), 1000.0, 5.0),
-                reading(3, &one(-900.0), 1.0, 2.0),
-                reading(99, &one(1.0), 1.0, 1.0),
-            ],
-            None,
-            &["prod_eim_wNow"],
-            &["conso_net_eim_wNow", "prod_eim_wattHoursToday"],
-        ),
+        ("production and net CTs", vec![meter(1, "production", true, 1), meter(2, "net-consumption", true, 1)], vec![reading(1, &one(500.0), 1000.0, 5.0), reading(2, &one(-100.0), 3000.0, 800.0)], inv, &["prod_eim_pwrFactor", "import_eim_whLifetime", "eco_eim_whLifetime", "conso_all_eim_kwhLifetime"], &["prod_eim_wNow_l1", "conso_net_eim_voltage_l2"]),
+        ("production CT only", vec![meter(1, "production", true, 1), meter(2, "net-consumption", false, 1)], vec![reading(1, &one(500.0), 1000.0, 5.0), reading(2, &one(0.0), 0.0, 0.0)], inv, &["prod_eim_whLifetime", "prod_eim_wattHoursToday"], &["conso_net_eim_wNow", "grid_eim_wNow", "eco_eim_wNow", "conso_all_eim_wNow", "import_eim_whLifetime"]),
+        ("disabled CTs, inverters without sound counters: power kept, no energy", vec![meter(1, "production", false, 1), meter(2, "net-consumption", false, 1)], vec![reading(1, &one(500.0), 1000.0, 5.0), reading(2, &one(-100.0), 3000.0, 800.0)], no_energy, &["prod_eim_wNow", "prod_eim_wNow_binary"], &["prod_eim_whLifetime", "prod_eim_wattHoursToday", "prod_eim_voltage", "conso_net_eim_wNow"]),
+        ("non-metered", vec![], vec![], inv, &["prod_eim_wNow", "prod_eim_whLifetime", "prod_eim_kwhLifetime", "prod_eim_wattHoursToday"], &["prod_eim_voltage", "conso_net_eim_wNow", "conso_all_eim_wNow"]),
+        ("total-consumption CT", vec![meter(1, "production", true, 1), meter(2, "total-consumption", true, 1)], vec![reading(1, &one(500.0), 1000.0, 5.0), reading(2, &one(800.0), 3000.0, 0.0)], inv, &["conso_net_eim_wNow", "conso_net_eim_whLifetime", "grid_eim_wNow", "conso_all_eim_rmsCurrent"], &["import_eim_whLifetime", "grid_eim_whLifetime", "eco_eim_whLifetime", "conso_net_eim_current"]),
+        ("extra eid and storage ignored", vec![meter(1, "production", true, 1), meter(3, "storage", true, 1)], vec![reading(1, &one(500.0), 1000.0, 5.0), reading(3, &one(-900.0), 1.0, 2.0), reading(99, &one(1.0), 1.0, 1.0)], None, &["prod_eim_wNow"], &["conso_net_eim_wNow", "prod_eim_wattHoursToday"]),
     ];
     for (name, meters, readings, inv, present, absent) in cases {
         let fields = data_fields(&snapshot(&meters, &readings, inv));

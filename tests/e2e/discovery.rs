@@ -63,6 +63,73 @@ pub fn ha_accepts(component: &str, config: &serde_json::Value) -> Result<(), Str
     }
 }
 
+/// The entities Home Assistant shows by default for `variant` (the others can be enabled).
+fn shown_by_default(variant: &str) -> Vec<&'static str> {
+    let mut want = match variant {
+        "5.0.62" => vec!["prod_eim_wNow", "prod_eim_kwhLifetime", "production_daily"],
+        "8.3.5433_tot_is_net_cons" => vec![
+            "prod_eim_wNow",
+            "conso_net_eim_wNow",
+            "conso_all_eim_wNow",
+            "prod_eim_kwhLifetime",
+            "production_daily",
+            "consumption_daily",
+        ],
+        _ => vec![
+            "prod_eim_wNow",
+            "conso_net_eim_wNow",
+            "conso_all_eim_wNow",
+            "prod_eim_kwhLifetime",
+            "import_eim_kwhLifetime",
+            "grid_eim_kwhLifetime",
+            "production_daily",
+            "consumption_daily",
+            "import_daily",
+            "export_daily",
+        ],
+    };
+    want.push("timestamp_text");
+    want.sort_unstable();
+    want
+}
+
+/// How many values of a `--once --dry-run` output should be entities: every data field but
+/// the timestamp and the midnight references, and every ledger total but the detail.
+fn entity_values(out: &str) -> usize {
+    let totals = ["/daily", "/hc", "/hp", "/month", "/year", "/max_power"];
+    out.lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .filter(|topic| {
+            topic.starts_with("envoy/")
+                && !topic.ends_with("/data/timestamp")
+                && !topic.ends_with("_00h")
+                && (topic.contains("/data/") || totals.iter().any(|end| topic.ends_with(end)))
+        })
+        .count()
+}
+
+/// One discovery config line: Home Assistant's rules, the template of `format`, a name
+/// without the serial.
+fn check_config(variant: &str, format: &str, line: &str) {
+    let (topic, rest) = line.split_once(" [retained] ").expect("retained");
+    let component = topic.split('/').nth(1).unwrap();
+    let config: serde_json::Value = serde_json::from_str(rest).unwrap();
+    ha_accepts(component, &config).unwrap_or_else(|e| panic!("{variant} {topic}: {e}"));
+    // Always a template: a config without one would keep the old format's.
+    let template = if format == "json" {
+        "{{ value_json.value }}"
+    } else {
+        "{{ value }}"
+    };
+    if !topic.ends_with("/envoy/config") {
+        assert_eq!(config["value_template"], template, "{topic}");
+    }
+    assert!(
+        !config["name"].as_str().unwrap().contains("1222"),
+        "{topic}"
+    );
+}
+
 #[test]
 fn discovery_payloads_pass_home_assistant_rules() {
     for variant in [
@@ -86,86 +153,21 @@ fn discovery_payloads_pass_home_assistant_rules() {
                 .lines()
                 .filter(|l| l.starts_with("homeassistant/"))
                 .collect();
-            // Every data field but the timestamp and the midnight references, and every
-            // ledger total but the detail, is an entity.
-            let data = out
-                .lines()
-                .filter(|l| {
-                    let topic = l.split(' ').next().unwrap();
-                    topic.starts_with("envoy/")
-                        && !topic.ends_with("/data/timestamp")
-                        && !topic.ends_with("_00h")
-                        && (topic.contains("/data/")
-                            || ["/daily", "/hc", "/hp", "/month", "/year", "/max_power"]
-                                .iter()
-                                .any(|end| topic.ends_with(end)))
-                })
-                .count();
-            // One entity per value, and the Envoy's connection (the service's, not cron's).
-            assert_eq!(configs.len(), data, "{variant}: one entity per value");
-            let shown: Vec<&str> = configs
+            // One entity per value (from cron: no entity for the Envoy's connection).
+            assert_eq!(configs.len(), entity_values(&out), "{variant}");
+            let mut shown: Vec<&str> = configs
                 .iter()
                 .filter(|l| !l.contains(r#""enabled_by_default":false"#))
                 .map(|l| l.split('/').nth(3).unwrap())
                 .collect();
-            let want: &[&str] = match variant {
-                "5.0.62" => &[
-                    "prod_eim_wNow",
-                    "prod_eim_kwhLifetime",
-                    "production_daily",
-                    "timestamp_text",
-                ],
-                "8.3.5433_tot_is_net_cons" => &[
-                    "prod_eim_wNow",
-                    "conso_net_eim_wNow",
-                    "conso_all_eim_wNow",
-                    "prod_eim_kwhLifetime",
-                    "production_daily",
-                    "consumption_daily",
-                    "timestamp_text",
-                ],
-                _ => &[
-                    "prod_eim_wNow",
-                    "conso_net_eim_wNow",
-                    "conso_all_eim_wNow",
-                    "prod_eim_kwhLifetime",
-                    "import_eim_kwhLifetime",
-                    "grid_eim_kwhLifetime",
-                    "production_daily",
-                    "consumption_daily",
-                    "import_daily",
-                    "export_daily",
-                    "timestamp_text",
-                ],
-            };
-            let mut shown_sorted = shown.clone();
-            shown_sorted.sort_unstable();
-            let mut want_sorted = want.to_vec();
-            want_sorted.sort_unstable();
-            if variant != "8.3.5433_tot_is_net_cons" {
-                assert_eq!(
-                    shown_sorted, want_sorted,
-                    "{variant}: the entities shown by default"
-                );
-            }
+            shown.sort_unstable();
+            assert_eq!(
+                shown,
+                shown_by_default(variant),
+                "{variant}: shown by default"
+            );
             for line in configs {
-                let (topic, rest) = line.split_once(" [retained] ").expect("retained");
-                let component = topic.split('/').nth(1).unwrap();
-                let config: serde_json::Value = serde_json::from_str(rest).unwrap();
-                ha_accepts(component, &config).unwrap_or_else(|e| panic!("{variant} {topic}: {e}"));
-                // Always a template: a config without one would keep the old format's.
-                let template = if format == "json" {
-                    "{{ value_json.value }}"
-                } else {
-                    "{{ value }}"
-                };
-                if !topic.ends_with("/envoy/config") {
-                    assert_eq!(config["value_template"], template, "{topic}");
-                }
-                assert!(
-                    !config["name"].as_str().unwrap().contains("1222"),
-                    "{topic}"
-                );
+                check_config(variant, format, line);
             }
         }
     }

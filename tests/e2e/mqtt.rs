@@ -2,7 +2,7 @@
 //! TLS and mutual TLS, plain/TLS mismatches, QoS.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -248,36 +248,56 @@ fn tls_and_plain_mismatches_are_named_for_the_envoy_and_the_broker() {
     );
 }
 
-#[test]
-fn broker_tls_and_mutual_tls() {
-    let e = envoy("7.6.175_with_cts");
-    let pki = Tmp::new("pki");
-    let (ca, cert, key) = sim::ca_signed(&pki.0);
-    let other = Tmp::new("otherpki");
-    let (other_ca, _, _) = sim::ca_signed(&other.0);
-    let (client, client_key) = sim::client_signed(&pki.0, "bridge");
-    let (stranger, stranger_key) = sim::client_signed(&other.0, "stranger");
-    let tls = |mutual: bool| {
-        format!(
-            "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {mutual}",
-            ca.display(),
-            cert.display(),
-            key.display()
-        )
-    };
-    let state = Tmp::new("state");
-    let s = |p: &Path| p.to_str().unwrap().to_string();
+/// A CA that signed the broker's and a client's certificates, and another CA with a client.
+struct Pki {
+    _dirs: (Tmp, Tmp),
+    ca: String,
+    other_ca: String,
+    broker: (String, String),
+    client: (String, String),
+    stranger: (String, String),
+}
 
-    let broker = Mosquitto::start(&tls(false));
+fn pki() -> Pki {
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    let (mine, other) = (Tmp::new("pki"), Tmp::new("otherpki"));
+    let (ca, cert, key) = sim::ca_signed(&mine.0);
+    let (other_ca, _, _) = sim::ca_signed(&other.0);
+    let (client, client_key) = sim::client_signed(&mine.0, "bridge");
+    let (stranger, stranger_key) = sim::client_signed(&other.0, "stranger");
+    Pki {
+        _dirs: (mine, other),
+        ca: s(ca),
+        other_ca: s(other_ca),
+        broker: (s(cert), s(key)),
+        client: (s(client), s(client_key)),
+        stranger: (s(stranger), s(stranger_key)),
+    }
+}
+
+/// A mosquitto listener in TLS with the certificates of `p`, asking for a client's if `mutual`.
+fn tls_broker(p: &Pki, mutual: bool) -> Mosquitto {
+    Mosquitto::start(&format!(
+        "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {mutual}",
+        p.ca, p.broker.0, p.broker.1
+    ))
+}
+
+#[test]
+fn broker_tls_trusts_the_ca_given_and_only_it() {
+    let e = envoy("7.6.175_with_cts");
+    let p = pki();
+    let state = Tmp::new("state");
+    let broker = tls_broker(&p, false);
     let base = with(bridge_env(&e, &broker, &state), &[("MQTT_TLS", "true")]);
-    let good = with(base.clone(), &[("MQTT_CA_CERT", &s(&ca))]);
+    let good = with(base.clone(), &[("MQTT_CA_CERT", &p.ca)]);
     let out = run(&pairs(&good), &["--once"]);
     assert!(
         out.status.success(),
         "TLS with the CA: {}",
         text(&out.stderr)
     );
-    let wrong = with(base.clone(), &[("MQTT_CA_CERT", &s(&other_ca))]);
+    let wrong = with(base.clone(), &[("MQTT_CA_CERT", &p.other_ca)]);
     let out = run(&pairs(&wrong), &["--once"]);
     assert_eq!(out.status.code(), Some(1), "a wrong CA is refused");
     assert!(
@@ -299,36 +319,33 @@ fn broker_tls_and_mutual_tls() {
         text(&out.stderr)
     );
     assert!(text(&out.stderr).contains("MQTT_TLS_INSECURE"), "warned");
-    drop(broker);
+}
 
-    let broker = Mosquitto::start(&tls(true));
+#[test]
+fn broker_mutual_tls_takes_the_client_certificate_of_its_ca_only() {
+    let e = envoy("7.6.175_with_cts");
+    let p = pki();
+    let state = Tmp::new("state");
+    let broker = tls_broker(&p, true);
     let base = with(
         bridge_env(&e, &broker, &state),
-        &[("MQTT_TLS", "true"), ("MQTT_CA_CERT", &s(&ca))],
+        &[("MQTT_TLS", "true"), ("MQTT_CA_CERT", &p.ca)],
     );
-    let mutual = with(
-        base.clone(),
-        &[
-            ("MQTT_CLIENT_CERT", &s(&client)),
-            ("MQTT_CLIENT_KEY", &s(&client_key)),
-        ],
-    );
-    let out = run(&pairs(&mutual), &["--once"]);
+    let client = |(cert, key): &(String, String)| {
+        with(
+            base.clone(),
+            &[("MQTT_CLIENT_CERT", cert), ("MQTT_CLIENT_KEY", key)],
+        )
+    };
+    let out = run(&pairs(&client(&p.client)), &["--once"]);
     assert!(out.status.success(), "mutual TLS: {}", text(&out.stderr));
     assert_eq!(
         run(&pairs(&base), &["--once"]).status.code(),
         Some(1),
         "no client certificate"
     );
-    let foreign = with(
-        base.clone(),
-        &[
-            ("MQTT_CLIENT_CERT", &s(&stranger)),
-            ("MQTT_CLIENT_KEY", &s(&stranger_key)),
-        ],
-    );
     assert_eq!(
-        run(&pairs(&foreign), &["--once"]).status.code(),
+        run(&pairs(&client(&p.stranger)), &["--once"]).status.code(),
         Some(1),
         "a certificate of another CA"
     );

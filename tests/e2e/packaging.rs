@@ -107,21 +107,56 @@ pub fn procd_start(dir: &Tmp, uci: &str) -> (Vec<String>, Vec<(String, String)>)
     (argv, env)
 }
 
+/// The UCI file of a router that runs the bridge against `e` and `broker`.
+fn uci_file(e: &Envoy, broker: &Mosquitto, state: &Tmp, prefix: &str) -> String {
+    format!(
+        "config envoy2mqtt 'main'\n\toption enabled '1'\n\toption envoy_host '{}'\n\toption envoy_token '{}'\n\toption mqtt_host '127.0.0.1'\n\toption mqtt_port '{}'\n\toption mqtt_username 'router'\n\toption mqtt_password 'uci-SECRET-8812'\n\toption mqtt_topic_prefix '{prefix}'\n\toption raw_data_interval_seconds '0'\n\toption ha_discovery '0'\n\toption offpeak_hours '22:00-06:00'\n\toption state_dir '{}'\n",
+        e.server.url(),
+        e.token,
+        broker.port(),
+        state.0.display()
+    )
+}
+
+/// What procd was asked for: secrets only in the environment, the rest in a 0600 settings
+/// file, and the instance parameters of a supervised service.
+fn check_instance(dir: &Tmp, env: &[(String, String)], token: &str) {
+    let settings = dir.path("envoy2mqtt.conf");
+    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ENVOY_TOKEN", "MQTT_PASSWORD"],
+        "secrets only, in the environment"
+    );
+    let file = std::fs::read_to_string(&settings).unwrap();
+    assert!(
+        file.contains("MQTT_TOPIC_PREFIX=solar\n") && file.contains("HA_DISCOVERY=false\n"),
+        "{file}"
+    );
+    assert!(
+        !file.contains("SECRET") && !file.contains(token),
+        "no secret in {file}"
+    );
+    assert_eq!(
+        std::fs::metadata(&settings).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let params = std::fs::read_to_string(dir.path("params")).unwrap();
+    assert!(
+        params.contains("reload_signal HUP")
+            && params.contains("respawn")
+            && params.contains("stderr 1"),
+        "{params}"
+    );
+}
+
 #[test]
 fn openwrt_init_script_starts_and_reloads_the_bridge_as_procd_would() {
     let e = envoy("7.6.175_with_cts");
     let broker = Mosquitto::with_password("router", "uci-SECRET-8812");
     let dir = Tmp::new("procd");
     let state = Tmp::new("state");
-    let uci = |prefix: &str| {
-        format!(
-            "config envoy2mqtt 'main'\n\toption enabled '1'\n\toption envoy_host '{}'\n\toption envoy_token '{}'\n\toption mqtt_host '127.0.0.1'\n\toption mqtt_port '{}'\n\toption mqtt_username 'router'\n\toption mqtt_password 'uci-SECRET-8812'\n\toption mqtt_topic_prefix '{prefix}'\n\toption raw_data_interval_seconds '0'\n\toption ha_discovery '0'\n\toption offpeak_hours '22:00-06:00'\n\toption state_dir '{}'\n",
-            e.server.url(),
-            e.token,
-            broker.port(),
-            state.0.display()
-        )
-    };
+    let uci = |prefix: &str| uci_file(&e, &broker, &state, prefix);
     // Disabled, as installed: no instance.
     let (argv, _) = procd_start(
         &dir,
@@ -139,32 +174,7 @@ fn openwrt_init_script_starts_and_reloads_the_bridge_as_procd_would() {
             settings.to_str().unwrap()
         ]
     );
-    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(
-        names,
-        ["ENVOY_TOKEN", "MQTT_PASSWORD"],
-        "secrets only, in the environment"
-    );
-    let file = std::fs::read_to_string(&settings).unwrap();
-    assert!(
-        file.contains("MQTT_TOPIC_PREFIX=solar\n") && file.contains("HA_DISCOVERY=false\n"),
-        "{file}"
-    );
-    assert!(
-        !file.contains("SECRET") && !file.contains(&e.token),
-        "no secret in {file}"
-    );
-    assert_eq!(
-        std::fs::metadata(&settings).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let params = std::fs::read_to_string(dir.path("params")).unwrap();
-    assert!(
-        params.contains("reload_signal HUP")
-            && params.contains("respawn")
-            && params.contains("stderr 1"),
-        "{params}"
-    );
+    check_instance(&dir, &env, &e.token);
 
     // Started as procd would: that command line, that environment and nothing else.
     let sub = Subscriber::start(&broker, &["-u", "router", "-P", "uci-SECRET-8812"]);

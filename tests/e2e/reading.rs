@@ -65,29 +65,12 @@ fn production_from_the_right_source_on_every_layout() {
     // - 8.3.5422 non-metered: v1 all 0 (0 W) -> inverters 1302 W, 9876543 Wh.
     // - 3.18.5: 401 to /ivp/meters without tokens -> v1 812 W, 12345678 Wh, 4321 Wh today.
     // The inverters' whToday is wrong on every firmware (pyenphase): no wattHoursToday from them.
+    #[rustfmt::skip]
     let cases: [(&str, &str, &str, &str, Option<&str>); 4] = [
-        (
-            "7.3.466_metered_disabled_cts",
-            "122238082763",
-            "751",
-            "702919",
-            None,
-        ),
-        (
-            "8.2.4264_metered_no_ct",
-            "122412345678",
-            "5512",
-            "32104567",
-            None,
-        ),
+        ("7.3.466_metered_disabled_cts", "122238082763", "751", "702919", None),
+        ("8.2.4264_metered_no_ct", "122412345678", "5512", "32104567", None),
         ("8.3.5422_v1_zero", "122412348765", "1302", "9876543", None),
-        (
-            "3.18.5_meters_401",
-            "121512345678",
-            "812",
-            "12345678",
-            Some("4321"),
-        ),
+        ("3.18.5_meters_401", "121512345678", "812", "12345678", Some("4321")),
     ];
     for (variant, serial, watts, wh, today) in cases {
         let (code, out, err) = dry_run(variant);

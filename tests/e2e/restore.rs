@@ -258,6 +258,36 @@ fn original_references_are_found_among_many_retained_topics_of_a_default_broker(
     );
 }
 
+/// Leaves on `broker` the retained ledger of a `--once` run against `e`, with 250 kWh this
+/// month and 3,000 kWh this year of production, and nothing else retained.
+fn retain_a_ledger_of_250_and_3000_kwh(e: &Envoy, broker: &Mosquitto) {
+    let first = Tmp::new("state");
+    let env = with(bridge_env(e, broker, &first), &[("HA_DISCOVERY", "false")]);
+    let out = run(&pairs(&env), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sub = Subscriber::start(broker, &[]);
+    let ledger_topic = "envoy/122238082763/ledger";
+    assert!(sub.wait_until(Duration::from_secs(5), |s| {
+        s.iter().any(|m| m.topic == ledger_topic)
+    }));
+    let mut ledger: serde_json::Value =
+        serde_json::from_str(&sub.last(ledger_topic).unwrap().1).unwrap();
+    ledger["month"][0] = 250_000.0.into();
+    ledger["year"][0] = 3_000_000.0.into();
+    publish(
+        broker,
+        ledger_topic,
+        &ledger.to_string(),
+        &["-r", "-q", "1"],
+    );
+    // Only the ledger stays: every month or year value seen later is the bridge's.
+    for m in sub.seen() {
+        if m.topic != ledger_topic {
+            publish(broker, &m.topic, "", &["-r"]);
+        }
+    }
+}
+
 #[test]
 fn a_late_broker_never_costs_the_retained_month_and_year() {
     // A power cut restarts router and broker together: no state file (tmpfs), and the
@@ -269,35 +299,7 @@ fn a_late_broker_never_costs_the_retained_month_and_year() {
         Mosquitto::start("allow_anonymous true\npersistence true\npersistence_location {dir}/");
     // A ledger on the broker, as an earlier run left it, with 250 kWh this month and
     // 3,000 kWh this year of production.
-    let first = Tmp::new("state");
-    let env = with(
-        bridge_env(&e, &broker, &first),
-        &[("HA_DISCOVERY", "false")],
-    );
-    let out = run(&pairs(&env), &["--once"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let sub = Subscriber::start(&broker, &[]);
-    let ledger_topic = "envoy/122238082763/ledger";
-    assert!(sub.wait_until(Duration::from_secs(5), |s| {
-        s.iter().any(|m| m.topic == ledger_topic)
-    }));
-    let mut ledger: serde_json::Value =
-        serde_json::from_str(&sub.last(ledger_topic).unwrap().1).unwrap();
-    ledger["month"][0] = 250_000.0.into();
-    ledger["year"][0] = 3_000_000.0.into();
-    publish(
-        &broker,
-        ledger_topic,
-        &ledger.to_string(),
-        &["-r", "-q", "1"],
-    );
-    // Only the ledger stays: every month or year value seen later is the bridge's.
-    for m in sub.seen() {
-        if m.topic != ledger_topic {
-            publish(&broker, &m.topic, "", &["-r"]);
-        }
-    }
-    drop(sub);
+    retain_a_ledger_of_250_and_3000_kwh(&e, &broker);
     broker.stop_saving();
 
     // The bridge starts with no state file while the broker is down, and polls.

@@ -86,6 +86,52 @@ fn service_publishes_raw_unretained_data_retained_and_availability() {
 }
 
 #[test]
+fn sigterm_ends_the_wait_at_once_with_raw_polling_off() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "1h"),
+        ],
+    );
+    let mut d = Daemon::start(&pairs(&env), &[]);
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| s
+            .iter()
+            .any(|m| m.topic == "envoy/122238082763/data/timestamp")),
+        "{}",
+        d.stderr()
+    );
+    // Nothing is due for an hour, and no ping for 30 s: only the signal can end the wait.
+    let pid = d.child.id().to_string();
+    let sent = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = (0..100).find_map(|_| {
+        let done = d.child.try_wait().unwrap();
+        if done.is_none() {
+            std::thread::sleep(Duration::from_millis(50)); // polling for the exit, bounded
+        }
+        done
+    });
+    assert!(exited.is_some_and(|s| s.success()), "{}", d.stderr());
+    println!("SIGTERM to exit, raw polling off: {:?}", sent.elapsed());
+    assert!(sub.wait_until(
+        Duration::from_secs(3),
+        |_| sub.last("envoy/122238082763/status") == Some((true, "offline".into()))
+    ));
+}
+
+#[test]
 fn sixty_seconds_of_raw_ticks_without_drift() {
     let e = envoy("7.6.175_with_cts");
     let broker = Mosquitto::start("allow_anonymous true");

@@ -68,39 +68,16 @@ fn secrets_never_leave() {
 #[test]
 #[allow(clippy::type_complexity)] // a table of cases
 fn configuration_errors_exit_2_naming_the_setting() {
+    #[rustfmt::skip]
     let cases: &[(&[(&str, &str)], &[&str], &str)] = &[
-        (
-            &[("MQTT_PORT", "eighty")],
-            &["--once", "--dry-run"],
-            "MQTT_PORT",
-        ),
-        (
-            &[("ENVOY_TLS_VERIFY", "strict")],
-            &["--check"],
-            "ENVOY_TLS_VERIFY",
-        ),
-        (
-            &[("ENPHASE_USERNAME", "me@example.com")],
-            &["--once", "--dry-run"],
-            "ENPHASE_PASSWORD",
-        ),
-        (
-            &[("RAW_DATA_INTERVAL_SECONDS", "often")],
-            &["--dry-run"],
-            "RAW_DATA_INTERVAL_SECONDS",
-        ),
-        (
-            &[("OFFPEAK_HOURS", "22h")],
-            &["--once", "--dry-run"],
-            "OFFPEAK_HOURS",
-        ),
+        (&[("MQTT_PORT", "eighty")], &["--once", "--dry-run"], "MQTT_PORT"),
+        (&[("ENVOY_TLS_VERIFY", "strict")], &["--check"], "ENVOY_TLS_VERIFY"),
+        (&[("ENPHASE_USERNAME", "me@example.com")], &["--once", "--dry-run"], "ENPHASE_PASSWORD"),
+        (&[("RAW_DATA_INTERVAL_SECONDS", "often")], &["--dry-run"], "RAW_DATA_INTERVAL_SECONDS"),
+        (&[("OFFPEAK_HOURS", "22h")], &["--once", "--dry-run"], "OFFPEAK_HOURS"),
         (&[], &["--envoy-token", "x"], "ENVOY_TOKEN"),
         (&[], &["--mqtt-qos", "5", "--once", "--dry-run"], "MQTT_QOS"),
-        (
-            &[],
-            &["--config", "/nonexistent/envoy2mqtt.env", "--once"],
-            "--config",
-        ),
+        (&[], &["--config", "/nonexistent/envoy2mqtt.env", "--once"], "--config"),
     ];
     for (env, args, name) in cases {
         let out = run(env, args);
