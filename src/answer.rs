@@ -148,63 +148,6 @@ pub fn readings(body: &str) -> Result<Vec<MeterReading>, String> {
         .collect())
 }
 
-/// A raw tick's view of one meter: its power, and per channel the power and voltage that
-/// tell an unwired phase (see [`reading::MAINS_MIN_VOLTS`](crate::reading::MAINS_MIN_VOLTS)).
-/// Every other field is skipped without being converted.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawReadingJson {
-    eid: u64,
-    #[serde(default)]
-    active_power: Option<f64>,
-    #[serde(default)]
-    instantaneous_demand: Option<f64>,
-    #[serde(default)]
-    channels: Vec<RawChannelJson>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawChannelJson {
-    #[serde(default)]
-    active_power: Option<f64>,
-    #[serde(default)]
-    instantaneous_demand: Option<f64>,
-    #[serde(default)]
-    voltage: f64,
-}
-
-fn power(active: Option<f64>, demand: Option<f64>) -> f64 {
-    active.or(demand).unwrap_or(0.0)
-}
-
-/// `GET /ivp/meters/readings` for a raw tick: the powers only (energy, current and power
-/// factor are left at 0; a raw tick publishes none of them).
-pub fn raw_readings(body: &str) -> Result<Vec<MeterReading>, String> {
-    let list: Vec<RawReadingJson> = parse("/ivp/meters/readings", body)?;
-    Ok(list
-        .into_iter()
-        .map(|r| MeterReading {
-            eid: r.eid,
-            total: Channel {
-                power: power(r.active_power, r.instantaneous_demand),
-                ..Channel::default()
-            },
-            channels: r
-                .channels
-                .iter()
-                .map(|c| Channel {
-                    power: power(c.active_power, c.instantaneous_demand),
-                    voltage: c.voltage,
-                    ..Channel::default()
-                })
-                .collect(),
-            ..MeterReading::default()
-        })
-        .filter(|r| r.total.power.is_finite())
-        .collect())
-}
-
 /// `GET /api/v1/production`: the microinverters' totals.
 pub fn production(body: &str) -> Result<V1, String> {
     let p: ProductionJson = parse("/api/v1/production", body)?;
@@ -261,7 +204,7 @@ mod tests {
             else {
                 continue;
             };
-            let (Ok(full), Ok(raw)) = (readings(&body), raw_readings(&body)) else {
+            let (Ok(full), Ok(raw)) = (readings(&body), crate::scan::raw_readings(&body)) else {
                 continue;
             };
             type Powers = Vec<(u64, f64, Vec<(f64, f64)>)>;

@@ -59,6 +59,7 @@ fn save(dir: &Path, name: &str, reply: &Reply, secrets: &[String]) -> Result<()>
 pub fn run(config: &Config, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::file("create the folder", dir, &e))?;
     let mut envoy = Envoy::connect(config)?;
+    envoy.keep_headers = true;
     let info = envoy.request("/info", None)?;
     let mut secrets: Vec<String> = config
         .envoy

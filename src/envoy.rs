@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::info::{self, Info};
 use crate::message::Health;
 use crate::reading::{self, Inverters, Meter, Snapshot};
+use crate::scan;
 use crate::source::{self, Source, V1};
 use crate::token::{self, Keeper, Token};
 
@@ -31,6 +32,7 @@ pub const REQUEST_BUDGET: Duration = Duration::from_secs(10);
 /// One answer, as received.
 pub struct Reply {
     pub status: u16,
+    /// Only for `/auth/check_jwt` and with [`Envoy::keep_headers`].
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
@@ -64,6 +66,8 @@ pub struct Envoy {
     told_unmetered: bool,
     told_source: Option<Source>,
     told_unwired: bool,
+    /// Keep every answer's headers (`--diagnose`); otherwise only the session's.
+    pub keep_headers: bool,
     /// Called before every request: the service's broker session is tended through a long
     /// poll (see [`crate::mqtt::Session::tend`]).
     tend: Option<Box<dyn FnMut()>>,
@@ -151,6 +155,7 @@ impl Envoy {
             told_unmetered: false,
             told_source: None,
             told_unwired: false,
+            keep_headers: false,
             tend: None,
         };
         envoy.read_info()?;
@@ -237,11 +242,16 @@ impl Envoy {
             }
         }
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
+        // Copied only where read: two allocations a header, at every raw tick otherwise.
+        let headers = if self.keep_headers || path == "/auth/check_jwt" {
+            response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let body = response
             .into_body()
             .with_config()
@@ -437,7 +447,7 @@ impl Envoy {
             return Ok(Vec::new());
         }
         let parse = if raw {
-            answer::raw_readings
+            scan::raw_readings
         } else {
             answer::readings
         };

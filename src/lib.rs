@@ -27,6 +27,7 @@ pub mod output;
 pub mod packet;
 pub mod payload;
 pub mod reading;
+pub mod scan;
 pub mod schedule;
 pub mod sensor;
 pub mod service;

@@ -79,7 +79,12 @@ impl Composer {
         now: SystemTime,
         retain: bool,
     ) -> Vec<Message> {
-        let stamp = zone::utc_time(now);
+        // The text time only where it is written: `timestamp_text` and `json` payloads.
+        let stamp = if group == "data" || self.format == Format::Json {
+            zone::utc_time(now)
+        } else {
+            String::new()
+        };
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut out: Vec<Message> = fields
             .iter()

@@ -1,6 +1,6 @@
 //! The Envoy's JSON answers → meters, readings, production → the published fields.
 #![no_main]
-use envoy2mqtt::{answer, reading};
+use envoy2mqtt::{answer, reading, scan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let meters = answer::meters(text).unwrap_or_default();
     let readings = answer::readings(text).unwrap_or_default();
     // A raw tick's parse of the same text, and its fields.
-    let raw = answer::raw_readings(text).unwrap_or_default();
+    let raw = scan::raw_readings(text).unwrap_or_default();
     let _ = reading::raw_fields(&reading::snapshot(&meters, &raw, None));
     let inverters = answer::production(text).ok().map(|v| v.inverters());
     let snap = reading::snapshot(&meters, &readings, inverters);
