@@ -68,6 +68,9 @@ pub struct Envoy {
     told_unwired: bool,
     /// Keep every answer's headers (`--diagnose`); otherwise only the session's.
     pub keep_headers: bool,
+    /// The buffer answers are read into, given back after a readings answer is parsed: a
+    /// raw tick allocates no new one (musl mapped and unmapped one every tick).
+    spare: String,
     /// Called before every request: the service's broker session is tended through a long
     /// poll (see [`crate::mqtt::Session::tend`]).
     tend: Option<Box<dyn FnMut()>>,
@@ -156,6 +159,7 @@ impl Envoy {
             told_source: None,
             told_unwired: false,
             keep_headers: false,
+            spare: String::new(),
             tend: None,
         };
         envoy.read_info()?;
@@ -252,12 +256,15 @@ impl Envoy {
         } else {
             Vec::new()
         };
-        let body = response
+        let mut body = std::mem::take(&mut self.spare);
+        body.clear();
+        let mut reader = response
             .into_body()
-            .with_config()
+            .into_with_config()
             .limit(MAX_BODY)
-            .read_to_string()
-            .map_err(|e| transport_error(&self.url, path, e))?;
+            .reader();
+        std::io::Read::read_to_string(&mut reader, &mut body)
+            .map_err(|e| transport_error(&self.url, path, ureq::Error::Io(e)))?;
         Ok(Reply {
             status,
             headers,
@@ -453,7 +460,11 @@ impl Envoy {
         };
         match self.body("/ivp/meters/readings")? {
             None => Ok(Vec::new()),
-            Some(body) => parse(&body).map_err(Error::Envoy),
+            Some(body) => {
+                let parsed = parse(&body).map_err(Error::Envoy);
+                self.spare = body;
+                parsed
+            }
         }
     }
 

@@ -16,7 +16,8 @@
 //!   files in `STATE_DIR`, read-only for `--dry-run` and `--check`); [`archive`] (where the
 //!   ledger is kept between runs); [`inventory`] (the Home Assistant entities announced);
 //!   [`zone`] (reads the system's time zone; its date arithmetic is pure).
-//! - The pure core: [`info`] (`/info` XML), [`answer`] (the Envoy's JSON answers), [`jwt`]
+//! - The pure core: [`info`] (`/info` XML), [`answer`] (the Envoy's JSON answers) and
+//!   [`scan`] (a raw tick's read of the readings), [`jwt`]
 //!   (token claims), [`source`] (where production comes from, layout by layout),
 //!   [`reading`] (meters and readings → fields), [`sensor`] and [`ledger`] (daily, monthly,
 //!   yearly energy), [`tariff`] (off-peak windows), [`topic`] (every topic), [`message`]
