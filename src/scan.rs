@@ -1,8 +1,8 @@
 //! A raw tick's read of `/ivp/meters/readings`: one pass over the text that converts only
 //! the numbers a raw tick publishes (each meter's `eid` and power, and each channel's power
-//! and voltage, which tell an unwired phase) and steps over everything else. serde_json
-//! builds and converts every field of every channel: 69k instructions a tick on a
-//! three-phase Envoy against about 20k here (`docs/performance.md`). The data poll still
+//! and voltage, which tell an unwired phase) and steps over everything else, where
+//! serde_json converts and stores every field of every channel (see `docs/design.md` for
+//! what it measured). The data poll still
 //! parses the whole answer with serde ([`crate::answer::readings`]); a unit test checks
 //! that both read the same powers from every fixture. Pure.
 //!
