@@ -23,6 +23,8 @@ use crate::signal::{SIGNAL_CHECK, Signals};
 /// After this many failed polls in a row, `P/S/envoy` says `offline` and the Envoy's
 /// entities show as unavailable in Home Assistant.
 const ENVOY_DOWN_POLLS: u32 = 3;
+/// The most the loop wakes before a deadline (see `Service::early`).
+const MAX_EARLY: Duration = Duration::from_millis(50);
 /// At most one poll asked by `P/command/sync` per this period.
 const SYNC_PERIOD: Duration = Duration::from_secs(10);
 
@@ -79,6 +81,11 @@ struct Service<'a> {
     last_reload: Option<Instant>,
     /// What `P/S/envoy` last said.
     envoy_online: Option<bool>,
+    /// How late the wait usually ends: a socket's receive timeout is counted in the
+    /// kernel's ticks, 4 to 25 ms late here (measured). The loop asks to wake this much
+    /// before a deadline and runs what is due within it, so ticks land on time without a
+    /// second wake-up.
+    early: Duration,
 }
 
 impl Service<'_> {
@@ -196,12 +203,21 @@ impl Service<'_> {
         true
     }
 
+    /// Learns how late a wait that ended on its own woke: the largest lateness seen,
+    /// forgotten slowly (a sixteenth a wait), capped at [`MAX_EARLY`]. Waking a little too
+    /// early only runs a tick that much before its deadline; too late delays it.
+    fn learn_overshoot(&mut self, late: Duration) {
+        self.early = late.max(self.early * 15 / 16).min(MAX_EARLY);
+    }
+
     /// Runs what is due now; returns whether anything was.
     fn tick(&mut self) -> Result<bool> {
         let now = Instant::now();
-        let data_due = now >= self.next_data;
-        let raw_due = self.config.raw_interval.is_some() && now >= self.next_raw;
-        if self.discovery_at.is_some_and(|at| now >= at) {
+        // Within the wait's usual overshoot of its deadline counts as due (see `early`).
+        let soon = now + self.early;
+        let data_due = soon >= self.next_data;
+        let raw_due = self.config.raw_interval.is_some() && soon >= self.next_raw;
+        if self.discovery_at.is_some_and(|at| soon >= at) {
             self.discovery_at = None;
             self.announced.clear(); // the next data poll sends the discovery again
             self.next_data = self.next_data.min(now);
@@ -257,15 +273,17 @@ impl Service<'_> {
             self.next_data = next_tick(
                 self.start,
                 self.config.data_interval,
-                done.max(self.next_data - Duration::from_nanos(1)),
+                done.max(self.next_data),
             );
         }
         if let Some(period) = self.config.raw_interval {
-            self.next_raw = next_tick(
-                self.start,
-                period,
-                done.max(self.next_raw - Duration::from_nanos(1)),
-            );
+            // A raw tick that ran (alone or with the data poll) is done; one not due yet stays.
+            let ran = if raw_due || data_due {
+                self.next_raw
+            } else {
+                self.next_raw - Duration::from_nanos(1)
+            };
+            self.next_raw = next_tick(self.start, period, done.max(ran));
         }
         Ok(true)
     }
@@ -454,6 +472,7 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         reload_at: None,
         last_reload: None,
         envoy_online: None,
+        early: Duration::ZERO,
     };
     loop {
         if signals.stop.swap(false, Ordering::Relaxed) {
@@ -487,7 +506,12 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         {
             wake = wake.min(at);
         }
-        for (topic, payload) in service.out.wait(wake) {
+        let until = wake.checked_sub(service.early).unwrap_or(wake);
+        let arrived = service.out.wait(until);
+        if arrived.is_empty() {
+            service.learn_overshoot(Instant::now().saturating_duration_since(until));
+        }
+        for (topic, payload) in arrived {
             service.command(&topic, &payload);
         }
     }
