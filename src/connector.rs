@@ -30,6 +30,8 @@ use ureq::unversioned::transport::{
 };
 
 use crate::certificate::Verifier;
+use crate::envoy::REQUEST_BUDGET;
+use crate::error::Error;
 
 /// Wraps the TCP transport in TLS for `https://` URLs.
 pub struct EnvoyTls {
@@ -223,6 +225,62 @@ impl Resolver for EnvoyResolver {
         *cached = Some((key, addrs.clone(), Instant::now()));
         Ok(addrs)
     }
+}
+
+/// A failed request in words, with what to check.
+pub fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
+    let closed =
+        matches!(&e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+    if closed {
+        // rustls's own text for this points at its manual: say what it means instead.
+        return Error::Envoy(format!(
+            "GET {url}{path} failed: the Envoy closed the connection without answering; it may be busy or restarting (it restarts around 23:00 every night), retrying later"
+        ));
+    }
+    let text = e.to_string();
+    let https = url.starts_with("https://");
+    let hint = match &e {
+        _ if https && (text.contains("InvalidContentType") || text.contains("corrupt message")) => {
+            "the server at ENVOY_HOST answered without TLS: an Envoy before firmware 7 wants http://, otherwise check the address and port"
+        }
+        _ if !https
+            && (text.contains("http parse fail") || text.contains("invalid HTTP version")) =>
+        {
+            "the server at ENVOY_HOST speaks TLS: write ENVOY_HOST=https://..."
+        }
+        ureq::Error::Timeout(_) => {
+            "the Envoy did not answer in time: it may be busy (it restarts around 23:00 every night), or nothing at ENVOY_HOST speaks HTTPS"
+        }
+        ureq::Error::HostNotFound => {
+            "the name in ENVOY_HOST does not resolve: give the Envoy's IP address (a static build has no mDNS for .local names)"
+        }
+        ureq::Error::ConnectionFailed | ureq::Error::Io(_) => {
+            "check that the Envoy is on and ENVOY_HOST is right"
+        }
+        _ => "check ENVOY_HOST",
+    };
+    Error::Envoy(format!("GET {url}{path} failed: {text}; {hint}"))
+}
+
+/// The HTTP agent for the Envoy: one kept-alive connection, no redirects, short time
+/// budgets, and TLS through [`EnvoyTls`] (the certificate checked by fingerprint).
+pub fn agent(
+    verifier: Arc<Verifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> ureq::Agent {
+    use ureq::unversioned::transport::{Connector, TcpConnector};
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_idle_connections(1)
+        .max_idle_connections_per_host(1)
+        .max_idle_age(Duration::from_secs(120))
+        .timeout_global(Some(REQUEST_BUDGET))
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .user_agent(concat!("envoy2mqtt/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let connector = ().chain(TcpConnector::default()).chain(EnvoyTls::new(verifier, provider));
+    ureq::Agent::with_parts(config, connector, EnvoyResolver::default())
 }
 
 #[cfg(test)]

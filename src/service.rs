@@ -210,6 +210,19 @@ impl Service<'_> {
         self.early = late.max(self.early * 15 / 16).min(MAX_EARLY);
     }
 
+    /// Once an hour: what the service did, at `info`.
+    fn sign_of_life(&mut self) {
+        if self.told_alive.elapsed() < SIGN_OF_LIFE {
+            return;
+        }
+        let connects = self.out.connects();
+        self.stats.reconnects = connects.saturating_sub(self.connects_told.max(1));
+        log::info!("{}", self.stats.line(SIGN_OF_LIFE));
+        self.stats = Stats::default();
+        self.connects_told = connects;
+        self.told_alive = Instant::now();
+    }
+
     /// Runs what is due now; returns whether anything was.
     fn tick(&mut self) -> Result<bool> {
         let now = Instant::now();
@@ -485,14 +498,7 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
             service.ask_reload();
         }
         service.reload_if_due();
-        if service.told_alive.elapsed() >= SIGN_OF_LIFE {
-            let connects = service.out.connects();
-            service.stats.reconnects = connects.saturating_sub(service.connects_told.max(1));
-            log::info!("{}", service.stats.line(SIGN_OF_LIFE));
-            service.stats = Stats::default();
-            service.connects_told = connects;
-            service.told_alive = Instant::now();
-        }
+        service.sign_of_life();
         if service.tick()? {
             continue;
         }

@@ -4,6 +4,7 @@
 //! advance by `SIM_RATE` Wh a second (0.5 unless set; 0 keeps the fixture's numbers).
 //! Every second it prints `stats CONNECTIONS REQUESTS`: what it has seen so far.
 
+mod pki;
 mod sim;
 
 fn main() {

@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::pki::{ca_signed, self_signed};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -199,144 +199,6 @@ pub fn make_jwt(serial: &str, username: &str, exp: i64) -> String {
         base64url(header.as_bytes()),
         base64url(payload.as_bytes())
     )
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl must be installed (make test installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `openssl req` with a new P-256 key and `args`.
-fn new_key(args: &[&str]) {
-    let mut all = vec![
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    all.extend_from_slice(args);
-    openssl(&all);
-}
-
-/// A self-signed certificate like an Envoy's (`CN=envoy-<serial>`): (cert.pem, key.pem).
-pub fn self_signed(dir: &Path, serial: &str) -> (PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let (cert, key) = (dir.join("envoy.pem"), dir.join("envoy.key"));
-    let subject = format!("/CN=envoy-{serial}");
-    new_key(&[
-        "-x509",
-        "-days",
-        "365",
-        "-subj",
-        &subject,
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]);
-    (cert, key)
-}
-
-/// A test CA and a certificate it signs for 127.0.0.1 / localhost: (ca.pem, cert.pem, key.pem).
-pub fn ca_signed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    new_key(&[
-        "-x509",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=envoy2mqtt test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.pem"),
-    ]);
-    new_key(&[
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        &p("server.key"),
-        "-out",
-        &p("server.csr"),
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("server.csr"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        &p("server.ext"),
-        "-out",
-        &p("server.pem"),
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
-
-/// A client certificate (X.509 v3, for client authentication) signed by the CA that
-/// [`ca_signed`] made in `dir`: (cert.pem, key.pem).
-pub fn client_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    let (key, csr, cert, ext) = (
-        p(&format!("{name}.key")),
-        p(&format!("{name}.csr")),
-        p(&format!("{name}.pem")),
-        p(&format!("{name}.ext")),
-    );
-    std::fs::write(
-        &ext,
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    let subject = format!("/CN={name}");
-    new_key(&["-subj", &subject, "-keyout", &key, "-out", &csr]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    (PathBuf::from(cert), PathBuf::from(key))
 }
 
 /// A running server.

@@ -3,6 +3,8 @@
 //! cloud. Everything listens on 127.0.0.1; every wait is bounded and ends on an event (a
 //! message, a log line, a counter). One test binary, a module per subject.
 
+#[path = "../../examples/envoy_sim/pki.rs"]
+mod pki;
 #[path = "../../examples/envoy_sim/sim.rs"]
 mod sim;
 

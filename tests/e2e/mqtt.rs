@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::sim::{self};
+use super::pki;
 use super::support::*;
 
 #[test]
@@ -222,7 +222,7 @@ fn tls_and_plain_mismatches_are_named_for_the_envoy_and_the_broker() {
 
     // The broker: TLS to a plain listener, plain to a TLS listener.
     let pki = Tmp::new("pki");
-    let (ca, cert, key) = sim::ca_signed(&pki.0);
+    let (ca, cert, key) = pki::ca_signed(&pki.0);
     let tls_broker = Mosquitto::start(&format!(
         "allow_anonymous true\ncertfile {}\nkeyfile {}",
         cert.display(),
@@ -261,10 +261,10 @@ struct Pki {
 fn pki() -> Pki {
     let s = |p: PathBuf| p.to_str().unwrap().to_string();
     let (mine, other) = (Tmp::new("pki"), Tmp::new("otherpki"));
-    let (ca, cert, key) = sim::ca_signed(&mine.0);
-    let (other_ca, _, _) = sim::ca_signed(&other.0);
-    let (client, client_key) = sim::client_signed(&mine.0, "bridge");
-    let (stranger, stranger_key) = sim::client_signed(&other.0, "stranger");
+    let (ca, cert, key) = pki::ca_signed(&mine.0);
+    let (other_ca, _, _) = pki::ca_signed(&other.0);
+    let (client, client_key) = pki::client_signed(&mine.0, "bridge");
+    let (stranger, stranger_key) = pki::client_signed(&other.0, "stranger");
     Pki {
         _dirs: (mine, other),
         ca: s(ca),

@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use super::pki;
 use super::sim::{self, Control};
 use super::support::*;
 
@@ -175,7 +176,7 @@ fn cloud_with_an_untrusted_certificate_is_refused() {
     let state = Tmp::new("state");
     // The CA of another run: the cloud's certificate does not chain to it.
     let other = Tmp::new("otherca");
-    let (other_ca, _, _) = sim::ca_signed(&other.0);
+    let (other_ca, _, _) = pki::ca_signed(&other.0);
     let env = cloud_env(&e, &state, &cloud, other_ca.to_str().unwrap());
     let out = run(&pairs(&env), &["--once", "--dry-run"]);
     assert_eq!(out.status.code(), Some(1));
