@@ -10,10 +10,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let zone = Zone::parse("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
     // As the bridge reads it: only a ledger it could have written, its day start derived.
-    let Some(mut l) = ledger::parse(text)
-        .ok()
-        .and_then(|l| l.restored(&zone))
-    else {
+    let Some(mut l) = ledger::parse(text).ok().and_then(|l| l.restored(&zone)) else {
         return;
     };
     let at = l.at_ms.saturating_add(60_000);
