@@ -6,6 +6,14 @@ use std::time::{Duration, Instant};
 use super::sim::{self};
 use super::support::*;
 
+/// Raw lines the daemon printed so far.
+fn raw_lines(d: &Daemon) -> usize {
+    d.stdout()
+        .iter()
+        .filter(|l| l.contains("/raw/timestamp"))
+        .count()
+}
+
 #[test]
 fn bad_answers_are_skipped_and_the_bridge_recovers() {
     let e = envoy("7.6.175_with_cts");

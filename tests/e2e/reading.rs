@@ -7,6 +7,14 @@ use std::time::Duration;
 use super::sim::{self, Control};
 use super::support::*;
 
+/// The `P/S/data` and `P/S/raw` lines of an output (no status, no discovery).
+fn data_lines(out: &str) -> String {
+    out.lines()
+        .filter(|l| l.contains("/data/") || l.contains("/raw/"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 #[test]
 fn golden_messages_for_every_fixture() {
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");

@@ -69,16 +69,12 @@ fn service_publishes_raw_unretained_data_retained_and_availability() {
     );
 
     // SIGTERM: offline, retained, and exit 0.
-    let pid = d.child.id().to_string();
+    let status = d.terminate();
     assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
+        status.is_some_and(|s| s.success()),
+        "{status:?} {}",
+        d.stderr()
     );
-    let status = d.child.wait().unwrap();
-    assert!(status.success(), "{status:?} {}", d.stderr());
     assert!(sub.wait_until(
         Duration::from_secs(3),
         |_| sub.last("envoy/122238082763/status") == Some((true, "offline".into()))
@@ -87,47 +83,31 @@ fn service_publishes_raw_unretained_data_retained_and_availability() {
 
 #[test]
 fn sigterm_ends_the_wait_at_once_with_raw_polling_off() {
-    let e = envoy("7.6.175_with_cts");
-    let broker = Mosquitto::start("allow_anonymous true");
-    let state = Tmp::new("state");
-    let sub = Subscriber::start(&broker, &[]);
-    let env = with(
-        bridge_env(&e, &broker, &state),
+    let mut r = rig(
+        "7.6.175_with_cts",
         &[
             ("RAW_DATA_INTERVAL_SECONDS", "0"),
             ("DATA_INTERVAL_SECONDS", "1h"),
         ],
     );
-    let mut d = Daemon::start(&pairs(&env), &[]);
+    let data = |s: &[Seen]| {
+        s.iter()
+            .any(|m| m.topic == "envoy/122238082763/data/timestamp")
+    };
     assert!(
-        sub.wait_until(Duration::from_secs(10), |s| s
-            .iter()
-            .any(|m| m.topic == "envoy/122238082763/data/timestamp")),
+        r.sub.wait_until(Duration::from_secs(10), data),
         "{}",
-        d.stderr()
+        r.d.stderr()
     );
     // Nothing is due for an hour, and no ping for 30 s: only the signal can end the wait.
-    let pid = d.child.id().to_string();
     let sent = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exited = (0..100).find_map(|_| {
-        let done = d.child.try_wait().unwrap();
-        if done.is_none() {
-            std::thread::sleep(Duration::from_millis(50)); // polling for the exit, bounded
-        }
-        done
-    });
-    assert!(exited.is_some_and(|s| s.success()), "{}", d.stderr());
+    let exited = r.d.terminate();
+    assert!(exited.is_some_and(|s| s.success()), "{}", r.d.stderr());
     println!("SIGTERM to exit, raw polling off: {:?}", sent.elapsed());
-    assert!(sub.wait_until(
+    let offline = Some((true, "offline".to_string()));
+    assert!(r.sub.wait_until(
         Duration::from_secs(3),
-        |_| sub.last("envoy/122238082763/status") == Some((true, "offline".into()))
+        |_| r.sub.last("envoy/122238082763/status") == offline
     ));
 }
 

@@ -2,10 +2,31 @@
 //! `--check`, `--diagnose` and `--dry-run` write nothing.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use super::support::*;
+
+/// Every file of a folder: name, mode, size, modification time and bytes.
+fn folder_snapshot(dir: &Path) -> Vec<(String, u32, u64, std::time::SystemTime, Vec<u8>)> {
+    let mut all: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                m.permissions().mode(),
+                m.len(),
+                m.modified().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
 
 #[test]
 fn secrets_never_leave() {

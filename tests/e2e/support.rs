@@ -2,9 +2,8 @@
 //! loopback port with a subscriber, the bridge as a daemon, and helpers that wait on events.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,14 +129,6 @@ pub fn normalize(out: &str) -> String {
         .collect()
 }
 
-/// The `P/S/data` and `P/S/raw` lines of an output (no status, no discovery).
-pub fn data_lines(out: &str) -> String {
-    out.lines()
-        .filter(|l| l.contains("/data/") || l.contains("/raw/"))
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
 /// A running bridge whose output lines are collected.
 pub struct Daemon {
     pub child: Child,
@@ -146,6 +137,20 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// SIGTERM, then its exit status, waited for at most 5 s (`None`: still running).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        (0..100).find_map(|_| {
+            let done = self.child.try_wait().unwrap();
+            if done.is_none() {
+                std::thread::sleep(Duration::from_millis(50)); // polling for the exit, bounded
+            }
+            done
+        })
+    }
+
     pub fn start(env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut child = command(env, args)
             .stdin(Stdio::null())
@@ -529,40 +534,12 @@ pub fn with(
     env
 }
 
-/// Every file of a folder: name, mode, size, modification time and bytes.
-pub fn folder_snapshot(dir: &Path) -> Vec<(String, u32, u64, std::time::SystemTime, Vec<u8>)> {
-    let mut all: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            let m = e.metadata().unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                m.permissions().mode(),
-                m.len(),
-                m.modified().unwrap(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    all.sort();
-    all
-}
-
 /// `--once` at `n` successive clock steps.
 pub fn once_runs(env: &[(&'static str, String)], n: usize) {
     for i in 0..n {
         let out = run(&pairs(env), &["--once"]);
         assert!(out.status.success(), "run {i}: {}", text(&out.stderr));
     }
-}
-
-/// Raw lines the daemon printed so far.
-pub fn raw_lines(d: &Daemon) -> usize {
-    d.stdout()
-        .iter()
-        .filter(|l| l.contains("/raw/timestamp"))
-        .count()
 }
 
 /// The service against a simulated `variant`, with a real broker and a subscriber that is
