@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::ledger::{self, Counters, Ledger, Note};
 use crate::message::{Composer, Message};
 use crate::output::Output;
-use crate::reading::Field;
+use crate::reading::{Field, Live};
 use crate::sensor::Sensor;
 use crate::tariff::Window;
 use crate::zone::{Date, Zone};
@@ -278,8 +278,8 @@ impl Archive {
     }
 
     /// A raw tick's grid import power, for the day's peak (kept in memory only).
-    pub fn peak(&mut self, at: SystemTime, fields: &[Field]) {
-        if let (Some(l), Some(w)) = (&mut self.ledger, import_power(fields)) {
+    pub fn peak(&mut self, at: SystemTime, live: &Live) {
+        if let (Some(l), Some(w)) = (&mut self.ledger, live.import()) {
             l.peak(&self.zone, millis(at), w);
         }
     }

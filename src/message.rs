@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::Format;
 use crate::ledger::Ledger;
 use crate::payload::{self, Dated};
-use crate::reading::{Field, Unit};
+use crate::reading::{Field, Live, Unit};
 use crate::topic;
 use crate::zone::{self, Zone};
 
@@ -125,14 +125,80 @@ impl Composer {
         self.messages("data", fields, now, self.retain)
     }
 
-    /// `P/S/raw/{field}`, never retained, live (QoS 0), with `timestamp`.
-    pub fn raw(&self, fields: &[Field], now: SystemTime) -> Vec<Message> {
-        let mut out = self.messages("raw", fields, now, false);
-        for m in &mut out {
-            m.live = true;
+    /// `P/S/raw/{value}` and `P/S/raw/timestamp`: never retained, live (QoS 0), written
+    /// into `into`, which keeps them from one tick to the next.
+    pub fn live<'m>(
+        &self,
+        live: &Live,
+        now: SystemTime,
+        into: &'m mut LiveMessages,
+    ) -> &'m [Message] {
+        let present = live.watts.map(|w| w.is_some());
+        if into.messages.is_empty()
+            || into.present != present
+            || into.prefix != self.prefix
+            || into.serial != self.serial
+        {
+            into.prefix.clone_from(&self.prefix);
+            into.serial.clone_from(&self.serial);
+            into.present = present;
+            into.messages = live
+                .values()
+                .map(|(name, _)| name)
+                .chain(["timestamp"])
+                .map(|name| Message {
+                    topic: self.topic("raw", name),
+                    payload: String::new(),
+                    retain: false,
+                    live: true,
+                })
+                .collect();
         }
-        out
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        into.stamp.clear();
+        if self.format == Format::Json {
+            zone::write_utc(&mut into.stamp, i64::try_from(secs).unwrap_or(i64::MAX));
+        }
+        let values = live
+            .values()
+            .map(|(_, w)| (payload::number(w), Unit::Watt))
+            .chain([(secs.into(), Unit::None)]);
+        for (m, (value, unit)) in into.messages.iter_mut().zip(values) {
+            let mut bytes = std::mem::take(&mut m.payload).into_bytes();
+            bytes.clear();
+            match self.format {
+                // Writing a number into memory cannot fail.
+                Format::Simple => drop(serde_json::to_writer(&mut bytes, &value)),
+                Format::Json => {
+                    let (stamp, serial) = (&into.stamp, &self.serial);
+                    payload::write_payload(
+                        &mut bytes,
+                        value,
+                        unit.symbol(),
+                        stamp,
+                        serial,
+                        Dated::default(),
+                    );
+                }
+            }
+            m.payload = String::from_utf8(bytes).unwrap_or_default();
+        }
+        &into.messages
     }
+}
+
+/// The messages of raw ticks, kept from one tick to the next: their topics are built once
+/// (again only when the values present, the prefix or the serial change) and their payloads
+/// rewritten in place, so a raw tick allocates nothing for them.
+#[derive(Debug, Default)]
+pub struct LiveMessages {
+    /// What the topics were built for.
+    prefix: String,
+    serial: String,
+    present: [bool; 3],
+    messages: Vec<Message>,
+    /// The time as text, for `json` payloads.
+    stamp: String,
 }
 
 impl Composer {
@@ -345,17 +411,6 @@ mod tests {
                 ],
             ),
             (
-                Format::Simple,
-                true,
-                "raw",
-                vec![
-                    "envoy/122238082763/raw/prod_eim_wNow 488.925",
-                    "envoy/122238082763/raw/prod_eim_pwrFactor 0.957",
-                    "envoy/122238082763/raw/prod_eim_kwhLifetime 3183.794",
-                    "envoy/122238082763/raw/timestamp 1768473000",
-                ],
-            ),
-            (
                 Format::Json,
                 true,
                 "data",
@@ -370,14 +425,68 @@ mod tests {
         ];
         for (format, retain, group, want) in cases {
             let p = composer(format, retain);
-            let got = if group == "data" {
-                p.data(&fields, now)
-            } else {
-                p.raw(&fields, now)
-            };
-            assert!(got.iter().all(|m| m.live == (group == "raw")), "{group}");
+            let got = p.data(&fields, now);
+            assert!(got.iter().all(|m| !m.live), "{group}");
             let got: Vec<String> = got.iter().map(Message::to_string).collect();
             assert_eq!(got, want, "{format:?} {retain} {group}");
+        }
+    }
+
+    #[test]
+    fn live_messages_are_rewritten_in_place() {
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let all = Live {
+            watts: [Some(488.925), Some(-120.0), Some(368.925)],
+        };
+        let no_net = Live {
+            watts: [Some(500.5), None, None],
+        };
+        #[rustfmt::skip]
+        let ticks: [(Format, &str, Live, u64, &[&str]); 5] = [
+            (Format::Simple, "envoy", all, 1_768_473_000, &[
+                "envoy/122238082763/raw/prod_eim_wNow 488.925",
+                "envoy/122238082763/raw/conso_net_eim_wNow -120",
+                "envoy/122238082763/raw/conso_all_eim_wNow 368.925",
+                "envoy/122238082763/raw/timestamp 1768473000",
+            ]),
+            (Format::Simple, "envoy", Live { watts: [Some(0.0), Some(3183.793885), Some(1.5)] }, 1_768_473_001, &[
+                "envoy/122238082763/raw/prod_eim_wNow 0",
+                "envoy/122238082763/raw/conso_net_eim_wNow 3183.794",
+                "envoy/122238082763/raw/conso_all_eim_wNow 1.5",
+                "envoy/122238082763/raw/timestamp 1768473001",
+            ]),
+            (Format::Simple, "envoy", no_net, 1_768_473_002, &[
+                "envoy/122238082763/raw/prod_eim_wNow 500.5",
+                "envoy/122238082763/raw/timestamp 1768473002",
+            ]),
+            (Format::Simple, "home/solar", no_net, 1_768_473_003, &[
+                "home/solar/122238082763/raw/prod_eim_wNow 500.5",
+                "home/solar/122238082763/raw/timestamp 1768473003",
+            ]),
+            (Format::Json, "home/solar", no_net, 1_768_473_004, &[
+                r#"home/solar/122238082763/raw/prod_eim_wNow {"value":500.5,"unit":"W","timestamp":"2026-01-15T10:30:04Z","serial":"122238082763"}"#,
+                r#"home/solar/122238082763/raw/timestamp {"value":1768473004,"timestamp":"2026-01-15T10:30:04Z","serial":"122238082763"}"#,
+            ]),
+        ];
+        let mut kept = LiveMessages::default();
+        let mut topics_before = Vec::new();
+        for (format, prefix, live, secs, want) in ticks {
+            let p = Composer {
+                prefix: prefix.into(),
+                ..composer(format, true)
+            };
+            let got = p.live(&live, at(secs), &mut kept);
+            assert!(got.iter().all(|m| m.live && !m.retain), "{secs}");
+            let topics: Vec<*const u8> = got.iter().map(|m| m.topic.as_ptr()).collect();
+            if secs == 1_768_473_001 {
+                assert_eq!(
+                    topics, topics_before,
+                    "the same values: the same topic buffers"
+                );
+            }
+            topics_before = topics;
+            let got: Vec<String> = got.iter().map(Message::to_string).collect();
+            assert_eq!(got, want, "{secs}");
         }
     }
 }

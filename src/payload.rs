@@ -47,6 +47,20 @@ pub fn payload(
     serial: &str,
     dated: Dated,
 ) -> String {
+    let mut out = Vec::with_capacity(96);
+    write_payload(&mut out, value, unit, timestamp, serial, dated);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`payload`] appended to `out`, for a buffer kept from one tick to the next.
+pub fn write_payload(
+    out: &mut Vec<u8>,
+    value: Value,
+    unit: Option<&str>,
+    timestamp: &str,
+    serial: &str,
+    dated: Dated,
+) {
     let p = Payload {
         value,
         unit,
@@ -56,7 +70,13 @@ pub fn payload(
         hc: dated.split.map(|s| number(s.0)),
         hp: dated.split.map(|s| number(s.1)),
     };
-    serde_json::to_string(&p).unwrap_or_default()
+    // Serializing plain strings and numbers into memory cannot fail.
+    let _ = serde_json::to_writer(out, &p);
+}
+
+/// [`number`]'s text appended to `out`: what a `simple` payload carries.
+pub fn write_number(out: &mut Vec<u8>, value: f64) {
+    let _ = serde_json::to_writer(out, &number(value));
 }
 
 #[derive(Serialize)]
@@ -136,6 +156,9 @@ mod tests {
         ];
         for (v, want) in cases {
             assert_eq!(number(v).to_string(), want);
+            let mut out = b"x".to_vec();
+            write_number(&mut out, v);
+            assert_eq!(out, format!("x{want}").as_bytes(), "{v}");
         }
     }
 }

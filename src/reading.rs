@@ -404,29 +404,49 @@ fn house_current(production: Option<&Ct>, net: &Ct, prod_power: f64) -> f64 {
     }
 }
 
-/// The `raw` fields: the three powers a CT measures, from one readings request.
-pub fn raw_fields(s: &Snapshot) -> Vec<Field> {
-    let mut f = Fields(Vec::new());
+/// The names of the live values, in the order they are published.
+pub const LIVE_NAMES: [&str; 3] = ["prod_eim_wNow", "conso_net_eim_wNow", "conso_all_eim_wNow"];
+
+/// The `raw` values: the three powers a CT measures, from one readings request (W), each
+/// `None` where the Envoy has no CT for it. Plain numbers, so that a raw tick allocates
+/// nothing for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Live {
+    /// Production, consumption from the grid (net, negative when exporting), and the
+    /// house's whole consumption: [`LIVE_NAMES`] in this order.
+    pub watts: [Option<f64>; 3],
+}
+
+impl Live {
+    /// The values there are, with their names, in [`LIVE_NAMES`] order.
+    pub fn values(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        LIVE_NAMES
+            .iter()
+            .zip(&self.watts)
+            .filter_map(|(n, w)| w.map(|w| (*n, w)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.watts.iter().all(Option::is_none)
+    }
+
+    /// The power drawn from the grid (never negative), for the day's peak.
+    pub fn import(&self) -> Option<f64> {
+        self.watts[1].map(|w| w.max(0.0))
+    }
+}
+
+/// The `raw` values of a snapshot.
+pub fn live(s: &Snapshot) -> Live {
     let prod = s.production.as_ref().map(|p| p.power);
-    if let Some(p) = prod {
-        f.add("prod_eim_wNow", p, Unit::Watt);
+    let (net, all) = match (&s.net, &s.total, prod) {
+        (Some(n), _, p) => (Some(n.power), p.map(|p| p + n.power)),
+        (None, Some(t), p) => (p.map(|p| t.power - p), Some(t.power)),
+        (None, None, _) => (None, None),
+    };
+    Live {
+        watts: [prod, net, all],
     }
-    match (&s.net, &s.total, prod) {
-        (Some(n), _, p) => {
-            f.add("conso_net_eim_wNow", n.power, Unit::Watt);
-            if let Some(p) = p {
-                f.add("conso_all_eim_wNow", p + n.power, Unit::Watt);
-            }
-        }
-        (None, Some(t), p) => {
-            if let Some(p) = p {
-                f.add("conso_net_eim_wNow", t.power - p, Unit::Watt);
-            }
-            f.add("conso_all_eim_wNow", t.power, Unit::Watt);
-        }
-        (None, None, _) => {}
-    }
-    f.0
 }
 
 #[cfg(test)]

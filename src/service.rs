@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::envoy::Envoy;
 use crate::error::{Error, Result};
 use crate::inventory;
-use crate::message::{Composer, Message};
+use crate::message::{Composer, LiveMessages, Message};
 use crate::output::{self, Output};
 use crate::reading::{self, Snapshot};
 use crate::schedule::{backoff, next_tick};
@@ -81,6 +81,10 @@ struct Service<'a> {
     last_reload: Option<Instant>,
     /// What `P/S/envoy` last said.
     envoy_online: Option<bool>,
+    /// What every message shares (prefix, serial, format, retain), and a raw tick's
+    /// messages, kept from one tick to the next.
+    composer: Composer,
+    live: LiveMessages,
     /// How late the wait usually ends: a socket's receive timeout is counted in the
     /// kernel's ticks, 4 to 25 ms late here (measured). The loop asks to wake this much
     /// before a deadline and runs what is due within it, so ticks land on time without a
@@ -90,7 +94,7 @@ struct Service<'a> {
 
 impl Service<'_> {
     fn composer(&self) -> Composer {
-        output::composer(&self.config, &self.envoy.serial)
+        self.composer.clone()
     }
 
     fn publish(&mut self, messages: &[Message]) -> Result<()> {
@@ -146,9 +150,9 @@ impl Service<'_> {
         messages.extend(p.data(&fields, now));
         messages.extend(self.archive.messages(&p, now));
         if with_raw {
-            let raw = reading::raw_fields(&snap);
-            if !raw.is_empty() {
-                messages.extend(p.raw(&raw, now));
+            let live = reading::live(&snap);
+            if !live.is_empty() {
+                messages.extend_from_slice(p.live(&live, now, &mut self.live));
             }
         }
         // `ok` after every data poll: the error of an earlier poll is over.
@@ -160,14 +164,15 @@ impl Service<'_> {
 
     fn poll_raw(&mut self) -> Result<()> {
         let snap = self.envoy.raw()?;
-        let raw = reading::raw_fields(&snap);
-        if raw.is_empty() {
+        let live = reading::live(&snap);
+        if live.is_empty() {
             return Ok(());
         }
         let now = SystemTime::now();
-        self.archive.peak(now, &raw);
-        let messages = self.composer().raw(&raw, now);
-        self.publish(&messages)
+        self.archive.peak(now, &live);
+        let messages = self.composer.live(&live, now, &mut self.live);
+        self.stats.messages += messages.len();
+        self.out.publish(messages)
     }
 
     /// `P/S/envoy` when it changes: `online` at a poll that worked, `offline` after
@@ -388,6 +393,7 @@ impl Service<'_> {
             log::error!("reload: {e}");
         }
         self.config = new;
+        self.composer = output::composer(&self.config, &self.envoy.serial);
         let now = Instant::now();
         if envoy_changed || output_changed {
             // A new Envoy, or new topics: poll now, and send the discovery again.
@@ -464,6 +470,8 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
     )?;
     let start = Instant::now();
     let mut service = Service {
+        composer: output::composer(&config, &envoy.serial),
+        live: LiveMessages::default(),
         config,
         envoy,
         out,

@@ -91,15 +91,25 @@ const LAST_SECOND: i64 = 253_402_300_799;
 /// `YYYY-MM-DDTHH:MM:SSZ` of a Unix second, clamped to years 1970 to 9999: cannot fail,
 /// whatever a token's `exp` or the clock says.
 pub fn utc(secs: i64) -> String {
+    let mut out = String::with_capacity(20);
+    write_utc(&mut out, secs);
+    out
+}
+
+/// [`utc`] appended to `out`, for a buffer kept from one tick to the next.
+pub fn write_utc(out: &mut String, secs: i64) {
+    use std::fmt::Write;
     let t = secs.clamp(0, LAST_SECOND);
     let (day, s) = (t.div_euclid(DAY), t.rem_euclid(DAY));
-    format!(
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
         "{}T{:02}:{:02}:{:02}Z",
         Date::from_days(day),
         s / 3600,
         s / 60 % 60,
         s % 60
-    )
+    );
 }
 
 /// [`utc`] of a time.

@@ -1,5 +1,7 @@
 //! The Envoy's JSON answers → meters, readings, production → the published fields.
 #![no_main]
+use envoy2mqtt::config::Format;
+use envoy2mqtt::message::{Composer, LiveMessages};
 use envoy2mqtt::{answer, reading, scan};
 use libfuzzer_sys::fuzz_target;
 
@@ -12,9 +14,20 @@ fuzz_target!(|data: &[u8]| {
     let readings = answer::readings(text).unwrap_or_default();
     // A raw tick's parse of the same text, and its fields.
     let raw = scan::raw_readings(text).unwrap_or_default();
-    let _ = reading::raw_fields(&reading::snapshot(&meters, &raw, None));
+    let _ = reading::live(&reading::snapshot(&meters, &raw, None));
     let inverters = answer::production(text).ok().map(|v| v.inverters());
     let snap = reading::snapshot(&meters, &readings, inverters);
     let _ = reading::data_fields(&snap);
-    let _ = reading::raw_fields(&snap);
+    // A raw tick's messages in both formats, written into the same kept buffers.
+    let live = reading::live(&snap);
+    let mut kept = LiveMessages::default();
+    for format in [Format::Simple, Format::Json] {
+        let p = Composer {
+            prefix: "envoy".into(),
+            serial: "122238082763".into(),
+            format,
+            retain: false,
+        };
+        let _ = p.live(&live, std::time::UNIX_EPOCH, &mut kept);
+    }
 });

@@ -226,7 +226,7 @@ fn phases_without_mains_voltage_are_left_out() {
 
 #[test]
 #[allow(clippy::type_complexity)] // a table of cases
-fn raw_fields_by_layout() {
+fn live_values_by_layout() {
     let one = |p| [ch(p, 230.0, 1.0)];
     let cases: Vec<(Vec<Meter>, Vec<MeterReading>, Vec<(&str, f64)>)> = vec![
         (
@@ -267,12 +267,12 @@ fn raw_fields_by_layout() {
         (vec![], vec![], vec![]),
     ];
     for (meters, readings, want) in cases {
-        let got: Vec<(String, f64)> = raw_fields(&snapshot(&meters, &readings, None))
-            .into_iter()
-            .map(|f| (f.name, f.value))
-            .collect();
-        let want: Vec<(String, f64)> = want.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+        let live = live(&snapshot(&meters, &readings, None));
+        let got: Vec<(&str, f64)> = live.values().collect();
         assert_eq!(got, want);
+        assert_eq!(live.is_empty(), want.is_empty());
+        let net = want.iter().find(|(n, _)| *n == "conso_net_eim_wNow");
+        assert_eq!(live.import(), net.map(|(_, w)| w.max(0.0)));
     }
 }
 
