@@ -1,6 +1,7 @@
 //! envoy2mqtt's modules; the code map is in `main.rs`. A library so that the fuzz targets
 //! (`fuzz/`) can call the parsers; the program is the binary.
 
+pub mod allocator;
 pub mod answer;
 pub mod archive;
 pub mod certificate;

@@ -15,7 +15,8 @@
 //!   (its socket, plain or TLS) and [`packet`] (the PUBLISH encoder, pure); [`state`] (0600
 //!   files in `STATE_DIR`, read-only for `--dry-run` and `--check`); [`archive`] (where the
 //!   ledger is kept between runs); [`inventory`] (the Home Assistant entities announced);
-//!   [`zone`] (reads the system's time zone; its date arithmetic is pure).
+//!   [`zone`] (reads the system's time zone; its date arithmetic is pure); [`allocator`]
+//!   (the system's, keeping freed blocks of TLS-record size for the next record).
 //! - The pure core: [`info`] (`/info` XML), [`answer`] (the Envoy's JSON answers) and
 //!   [`scan`] (a raw tick's read of the readings), [`jwt`]
 //!   (token claims), [`source`] (where production comes from, layout by layout),
@@ -29,9 +30,13 @@
 
 use std::process::ExitCode;
 
+use envoy2mqtt::allocator::Allocator;
 use envoy2mqtt::cli::{self, Command};
 use envoy2mqtt::error::{Error, Result};
 use envoy2mqtt::{check, config, diagnose, once, service};
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator::new();
 
 /// Reads the settings from the environment and `--config` on top of the flags, validates
 /// them, and starts logging at `LOG_LEVEL`.
