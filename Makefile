@@ -67,7 +67,7 @@ bench: ## the figures table: sizes, the service at 1 Hz for 10 minutes, --once (
 
 soak: ## an hour of service (memory at 10 against 60 minutes), then Envoy outages of minutes
 	BENCH_SECONDS=3600 BENCH_SOAK=1 scripts/bench
-	FAULT_SCALE=12 $(CARGO) test --test bridge -- --exact envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll --nocapture
+	FAULT_SCALE=12 $(CARGO) test --test e2e -- --exact fault::envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll --nocapture
 
 fuzz: ## every fuzz target for 10 million executions (FUZZ_RUNS to change); nightly
 	scripts/fuzz
