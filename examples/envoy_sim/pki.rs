@@ -51,6 +51,29 @@ pub fn self_signed(dir: &Path, serial: &str) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// Signs `csr` with the CA in `dir` (ca.pem, ca.key) for 30 days, with the extensions of
+/// `ext`, into `out`.
+fn sign(dir: &Path, csr: &str, ext: &str, out: &str) {
+    let ca = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        &ca("ca.pem"),
+        "-CAkey",
+        &ca("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        ext,
+        "-out",
+        out,
+    ]);
+}
+
 /// A test CA and a certificate it signs for 127.0.0.1 / localhost: (ca.pem, cert.pem, key.pem).
 pub fn ca_signed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
@@ -83,23 +106,7 @@ pub fn ca_signed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("server.csr"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        &p("server.ext"),
-        "-out",
-        &p("server.pem"),
-    ]);
+    sign(dir, &p("server.csr"), &p("server.ext"), &p("server.pem"));
     (
         dir.join("ca.pem"),
         dir.join("server.pem"),
@@ -124,22 +131,6 @@ pub fn client_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     .unwrap();
     let subject = format!("/CN={name}");
     new_key(&["-subj", &subject, "-keyout", &key, "-out", &csr]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
+    sign(dir, &csr, &ext, &cert);
     (PathBuf::from(cert), PathBuf::from(key))
 }
