@@ -1,43 +1,43 @@
-//! envoy2mqtt's modules; the code map is in `main.rs`. A library so that the fuzz targets
-//! (`fuzz/`) can call the parsers; the program is the binary.
+//! envoy2mqtt reads an Enphase Envoy / IQ Gateway over its local HTTPS API and publishes
+//! what it measures to MQTT. Synchronous, one thread. The map of the folders, one room per
+//! edge, is in docs/design.md; data flows one way: Envoy → readings → ledger → messages →
+//! MQTT.
+//!
+//! A library so that the fuzz targets (`fuzz/`) reach the parsers; the program is the
+//! binary. The modules are the crate's own: what is public is re-exported here on purpose,
+//! for `main` and for the fuzz targets.
 
-pub mod allocator;
-pub mod answer;
-pub mod archive;
-pub mod certificate;
-pub mod check;
-pub mod cli;
-pub mod cloud;
-pub mod command;
-pub mod config;
-pub mod connector;
-pub mod diagnose;
-pub mod discovery;
-pub mod entity;
-pub mod envoy;
-pub mod error;
-pub mod info;
-pub mod inventory;
-pub mod jwt;
-pub mod ledger;
-pub mod link;
-pub mod message;
-pub mod mqtt;
-pub mod once;
-pub mod output;
-pub mod packet;
-pub mod payload;
-pub mod reading;
-pub mod scan;
-pub mod schedule;
-pub mod sensor;
-pub mod service;
-pub mod setting;
-pub mod signal;
-pub mod source;
-pub mod state;
-pub mod tariff;
-pub mod token;
-pub mod topic;
-pub mod value;
-pub mod zone;
+#![deny(unsafe_code)]
+
+pub(crate) mod envoy;
+pub(crate) mod error;
+pub(crate) mod homeassistant;
+pub(crate) mod ledger;
+pub(crate) mod mqtt;
+pub(crate) mod readings;
+pub(crate) mod run;
+pub(crate) mod settings;
+pub(crate) mod signal;
+pub(crate) mod state_file;
+pub(crate) mod time;
+pub(crate) mod tls;
+pub(crate) mod topics;
+
+/// What `main` runs: the command line and settings, the runs, the one error type.
+pub use error::{Error, Result};
+pub use run::{check, diagnose, once, service};
+pub use settings::{Config, Sources, cli, load};
+pub use state_file::read_only;
+
+/// What the fuzz targets drive: every parser of what others wrote (the Envoy's answers,
+/// tokens, settings files, retained ledgers, commands) and the pure code behind it.
+pub mod fuzz {
+    pub use crate::envoy::api::{info, meters, production, readings_scan};
+    pub use crate::envoy::auth::{jwt, token};
+    pub use crate::ledger::book as ledger;
+    pub use crate::readings::{data_fields, live, snapshot};
+    pub use crate::settings::{Format, Sources};
+    pub use crate::time::offpeak;
+    pub use crate::time::zone::{self, Zone};
+    pub use crate::topics::{Composer, LiveMessages, commands};
+}

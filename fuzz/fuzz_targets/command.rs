@@ -6,5 +6,5 @@ fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|b| *b == 0).unwrap_or(data.len());
     let topic = String::from_utf8_lossy(&data[..split]);
     let payload = data.get(split + 1..).unwrap_or_default();
-    let _ = envoy2mqtt::command::parse("envoy", Some("homeassistant"), &topic, payload);
+    let _ = envoy2mqtt::fuzz::commands::parse("envoy", Some("homeassistant"), &topic, payload);
 });

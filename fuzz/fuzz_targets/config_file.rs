@@ -1,6 +1,6 @@
 //! A `--config` file → validated settings (or an error naming the setting).
 #![no_main]
-use envoy2mqtt::config::Sources;
+use envoy2mqtt::fuzz::Sources;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

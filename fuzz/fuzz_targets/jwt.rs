@@ -5,9 +5,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(claims) = envoy2mqtt::jwt::decode(text) {
-            let _ = envoy2mqtt::zone::utc(claims.exp);
-            let _ = envoy2mqtt::token::date(claims.exp);
+        if let Ok(claims) = envoy2mqtt::fuzz::jwt::decode(text) {
+            let _ = envoy2mqtt::fuzz::zone::utc(claims.exp);
+            let _ = envoy2mqtt::fuzz::token::date(claims.exp);
         }
     }
 });

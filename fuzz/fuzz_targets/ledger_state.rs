@@ -1,7 +1,7 @@
 //! The ledger's state file or retained `P/S/ledger` topic (it may be damaged) → a ledger
 //! that then takes a poll and gives its messages.
 #![no_main]
-use envoy2mqtt::{ledger, zone::Zone};
+use envoy2mqtt::fuzz::{Zone, ledger};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -12,6 +12,7 @@ mod support;
 
 mod discovery;
 mod fault;
+mod layout;
 mod ledger;
 mod mqtt;
 mod packaging;

@@ -1,0 +1,11 @@
+//! The energy ledger (docs/topics.md): today, yesterday, month and year energy from the
+//! Envoy's lifetime counters ([`book`], pure), a value per flow ([`counters`]), where the
+//! ledger is kept between runs ([`store`]: the state file or the retained `P/S/ledger`),
+//! and its messages ([`messages`], pure).
+
+pub mod book;
+pub mod counters;
+pub mod messages;
+pub mod store;
+
+pub use store::Store;

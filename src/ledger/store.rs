@@ -1,0 +1,433 @@
+//! Where the ledger lives between runs (docs/topics.md, the energy ledger): the state file `STATE_DIR/ledger.json`
+//! or the retained `P/S/ledger` topic, whichever is newer (the topic is published at every
+//! poll, the file only rarely, so after a crash or a power cut the topic is usually newer);
+//! else the original envoy2mqtt's retained `_00h` references; else a fresh start at the
+//! first poll.
+//!
+//! The file is written atomically and rarely, for the flash of routers: when the service
+//! starts, at each new day, on shutdown, and at every `--once` run (cron has no other
+//! moment). `--dry-run` never writes it.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::book::{self, Counters, Ledger, Note};
+use super::messages;
+use crate::error::Result;
+use crate::mqtt::{Message, Output};
+use crate::readings::{Field, Flow, Live, Measure};
+use crate::settings::Config;
+use crate::state_file;
+use crate::time::offpeak::Window;
+use crate::time::zone::{Date, Zone};
+use crate::topics::{Composer, payload, tree};
+
+const FILE: &str = "ledger.json";
+
+/// The ledger with its time zone, windows and file.
+pub struct Store {
+    path: PathBuf,
+    zone: Zone,
+    windows: Vec<Window>,
+    read_only: bool,
+    ledger: Option<Ledger>,
+    /// Retained messages found on the broker, used at the first poll if there is no file.
+    retained: Vec<(String, Vec<u8>)>,
+    /// Whether the file is behind the ledger in a way that matters (a new day, a restore).
+    unsaved: bool,
+    /// Whether the broker's retained state was read (or is not needed: a file, `--dry-run`).
+    restored: bool,
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The lifetime counters among a poll's fields.
+fn counters(fields: &[Field]) -> Counters {
+    let mut c = Counters::default();
+    for flow in Flow::ALL {
+        c[flow] = fields
+            .iter()
+            .find(|f| f.is(flow, Measure::Lifetime))
+            .map(|f| f.value);
+    }
+    c
+}
+
+/// Grid import power: the net consumption when positive.
+pub fn import_power(fields: &[Field]) -> Option<f64> {
+    fields
+        .iter()
+        .find(|f| f.is(Flow::Net, Measure::Power))
+        .map(|f| f.value.max(0.0))
+}
+
+fn log(notes: &[Note]) {
+    for n in notes {
+        match n {
+            Note::NewDay(_) => log::info!("ledger: {n}"),
+            Note::Zero { .. } => log::debug!("ledger: {n}"),
+            _ => log::warn!("ledger: {n}"),
+        }
+    }
+}
+
+impl Store {
+    /// Reads the state file; a file that cannot be read is set aside as `ledger.json.bad`.
+    pub fn open(config: &Config, read_only: bool) -> Result<Store> {
+        let path = config.state_dir.join(FILE);
+        let ledger = match state_file::read(&path)? {
+            None => None,
+            Some(text) => match book::parse(&text) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    let bad = path.with_extension("json.bad");
+                    log::error!(
+                        "{}: {e}; kept as {} and restoring from the broker instead",
+                        path.display(),
+                        bad.display()
+                    );
+                    if !read_only {
+                        let _ = std::fs::rename(&path, &bad);
+                    }
+                    None
+                }
+            },
+        };
+        let mut store = Store {
+            path,
+            zone: Zone::system(None)?,
+            windows: Vec::new(),
+            read_only,
+            ledger,
+            retained: Vec::new(),
+            unsaved: false,
+            restored: false,
+        };
+        store.configure(config)?;
+        let read = store.ledger.take();
+        store.ledger = read.clone().and_then(|l| l.restored(&store.zone));
+        if read.is_some() && store.ledger.is_none() {
+            log::error!(
+                "{}: the ledger in it is not one envoy2mqtt writes; restoring from the broker instead",
+                store.path.display()
+            );
+            store.ledger = None;
+        }
+        Ok(store)
+    }
+
+    /// Whether the state file held a ledger.
+    pub fn has_file(&self) -> bool {
+        self.ledger.is_some()
+    }
+
+    /// Takes the time zone, the off-peak windows and the folder of `config` (at a reload
+    /// too: the ledger goes on, and is written to the new folder).
+    pub fn configure(&mut self, config: &Config) -> Result<()> {
+        // TZ was checked with the configuration.
+        self.zone = config.zone.clone();
+        log::debug!("ledger: local days in {}", self.zone.name);
+        self.windows = config.offpeak.clone();
+        let path = config.state_dir.join(FILE);
+        if path != self.path {
+            self.path = path;
+            self.save(true)?;
+        }
+        Ok(())
+    }
+
+    /// The retained topics a restore reads (`P/S/ledger` first, then the original
+    /// envoy2mqtt's `_00h` and `_yesterday` references, and nothing else), and the probe
+    /// topic that marks the end of them.
+    pub fn restore_topics(p: &Composer) -> (Vec<String>, String) {
+        let (prefix, serial) = (&p.prefix, &p.serial);
+        let mut topics = vec![tree::ledger(prefix, serial)];
+        for flow in Flow::ALL {
+            for measure in [Measure::Midnight, Measure::Yesterday] {
+                let name = Field::new(flow, measure, 0.0).name();
+                topics.push(tree::data(prefix, serial, &name));
+            }
+        }
+        (topics, tree::probe(prefix, serial))
+    }
+
+    /// Whether there is no ledger yet and the broker's retained state, which may hold it,
+    /// could not be read yet: nothing starts fresh meanwhile.
+    pub fn waiting(&self) -> bool {
+        self.ledger.is_none() && !self.restored
+    }
+
+    /// Takes the retained ledger if it is newer than the file's; keeps the rest of what
+    /// the broker had for the first poll. `None`: the broker could not be read.
+    pub fn adopt(&mut self, p: &Composer, retained: Option<Vec<(String, Vec<u8>)>>) {
+        let Some(retained) = retained else {
+            if self.ledger.is_none() {
+                log::warn!(
+                    "ledger: the broker's retained state cannot be read yet; energy totals wait for it rather than start from zero"
+                );
+            }
+            return;
+        };
+        self.restored = true;
+        let topic = Store::restore_topics(p).0.remove(0);
+        let kept = retained
+            .iter()
+            .find(|(t, _)| *t == topic)
+            .and_then(|(_, payload)| book::parse(&String::from_utf8_lossy(payload)).ok())
+            .and_then(|l| l.restored(&self.zone));
+        match (kept, &self.ledger) {
+            (Some(k), Some(file)) if k.at_ms > file.at_ms => {
+                log::info!(
+                    "ledger: the retained {topic} is newer than {}: using it",
+                    self.path.display()
+                );
+                self.ledger = Some(k);
+                self.unsaved = true;
+            }
+            (Some(k), None) => {
+                log::info!("ledger restored from the retained {topic}");
+                self.ledger = Some(k);
+                self.unsaved = true;
+            }
+            _ => {}
+        }
+        self.retained = retained;
+    }
+
+    /// Holds the derived lifetime counters among `fields` at their previous value where CT
+    /// jitter made them step back (see [`book::hold`]), so that a published
+    /// `total_increasing` counter never decreases, across restarts too.
+    pub fn hold(&self, fields: &mut [Field]) {
+        let Some(ledger) = &self.ledger else { return };
+        let mut now = counters(fields);
+        for i in book::hold(&ledger.counters, &mut now) {
+            let Some(wh) = now[i] else { continue };
+            for f in fields.iter_mut() {
+                if f.is(i, Measure::Lifetime) {
+                    f.value = wh;
+                } else if f.is(i, Measure::LifetimeKwh) {
+                    f.value = wh / 1000.0;
+                }
+            }
+        }
+    }
+
+    /// Adds a data poll; returns whether the file should be written now (a new day, a
+    /// first ledger, a restore).
+    pub fn update(&mut self, p: &Composer, at: SystemTime, fields: &[Field]) -> bool {
+        let (at, now) = (millis(at), counters(fields));
+        if now.0.iter().all(Option::is_none) {
+            return false;
+        }
+        let Some(ledger) = &mut self.ledger else {
+            if !self.restored {
+                return false;
+            }
+            let started = self.first(p, at, now);
+            self.unsaved |= started;
+            return self.unsaved;
+        };
+        self.retained.clear();
+        let notes = ledger.advance(&self.zone, &self.windows, at, now, import_power(fields));
+        log(&notes);
+        self.unsaved |= notes.iter().any(|n| matches!(n, Note::NewDay(_)));
+        self.unsaved
+    }
+
+    /// The first ledger: a fresh one, with the original envoy2mqtt's `_00h` imported.
+    fn first(&mut self, p: &Composer, at: i64, now: Counters) -> bool {
+        let retained = std::mem::take(&mut self.retained);
+        let mut l = match Ledger::start(&self.zone, at, now) {
+            Ok(l) => l,
+            Err(note) => {
+                log(&[note]);
+                return false;
+            }
+        };
+        let today = l.today.date;
+        let value = |flow, measure, date: Date| {
+            let name = Field::new(flow, measure, 0.0).name();
+            let topic = tree::data(&p.prefix, &p.serial, &name);
+            let (_, payload) = retained.iter().find(|(t, _)| *t == topic)?;
+            let (v, d) = payload::dated_number(&String::from_utf8_lossy(payload))?;
+            // A dated value must be of the right day; a bare one (the original's) is checked
+            // against the counters by the ledger.
+            (d.is_none() || d == Some(date.to_string())).then_some(v)
+        };
+        let yesterday = Date::from_days(today.days() - 1);
+        let refs: Vec<(Flow, Option<f64>, Option<f64>)> = Flow::ALL
+            .into_iter()
+            .map(|f| {
+                (
+                    f,
+                    value(f, Measure::Midnight, today),
+                    value(f, Measure::Yesterday, yesterday),
+                )
+            })
+            .collect();
+        let taken = l.import(&refs);
+        if taken.is_empty() {
+            log::info!("ledger: starting fresh; today's values count from now");
+        } else {
+            let names: Vec<&str> = taken.iter().map(|s| s.stem()).collect();
+            log::info!(
+                "ledger: today's references taken from the retained _00h topics of {}",
+                names.join(", ")
+            );
+        }
+        self.ledger = Some(l);
+        true
+    }
+
+    /// A raw tick's grid import power, for the day's peak (kept in memory only).
+    pub fn peak(&mut self, at: SystemTime, live: &Live) {
+        if let (Some(l), Some(w)) = (&mut self.ledger, live.import()) {
+            l.peak(&self.zone, millis(at), w);
+        }
+    }
+
+    /// Writes the state file if anything changed since the last write (never with `--dry-run`).
+    pub fn save(&mut self, always: bool) -> Result<()> {
+        let Some(l) = &self.ledger else { return Ok(()) };
+        if self.read_only || !(always || self.unsaved) {
+            return Ok(());
+        }
+        state_file::write(&self.path, book::text(l).as_bytes())?;
+        self.unsaved = false;
+        Ok(())
+    }
+
+    /// The ledger's messages, when it has started.
+    pub fn messages(&self, p: &Composer, now: SystemTime) -> Vec<Message> {
+        self.ledger.as_ref().map_or_else(Vec::new, |l| {
+            messages::messages(p, l, &self.zone, !self.windows.is_empty(), now)
+        })
+    }
+
+    /// The ledger's fields, for Home Assistant discovery.
+    pub fn fields(&self) -> Vec<Field> {
+        self.ledger.as_ref().map_or_else(Vec::new, |l| {
+            let mut f = l.daily_fields();
+            f.extend(l.totals(!self.windows.is_empty()));
+            f
+        })
+    }
+}
+
+/// The longest wait for the broker's retained ledger at start (the probe usually ends it
+/// within milliseconds).
+const RESTORE_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens the ledger: the state file, or the broker's retained copy if that is newer.
+/// `--once` writes the file before it publishes, so with a file it skips the broker.
+pub fn load(
+    config: &Config,
+    p: &Composer,
+    out: &mut dyn Output,
+    once: bool,
+    dry_run: bool,
+) -> Result<Store> {
+    let mut store = Store::open(config, dry_run)?;
+    if !(once && store.has_file()) {
+        restore(&mut store, p, out);
+    }
+    Ok(store)
+}
+
+/// Reads the broker's retained ledger (and the original envoy2mqtt's references) into
+/// `store`; until that worked once, a ledger without a file waits rather than starting
+/// fresh over what the broker keeps.
+pub fn restore(store: &mut Store, p: &Composer, out: &mut dyn Output) {
+    let (topics, probe) = Store::restore_topics(p);
+    store.adopt(p, out.retained(&topics, &probe, RESTORE_WAIT));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{Format, Sources};
+
+    /// A store over an empty folder, read-only (nothing is written), at `TZ=UTC0`.
+    fn store(name: &str) -> (Store, Composer) {
+        let dir = std::env::temp_dir().join(format!("envoy2mqtt-{name}-{}", std::process::id()));
+        let mut sources = Sources::default();
+        sources.environment(|k| match k {
+            "STATE_DIR" => Some(dir.display().to_string()),
+            "TZ" => Some("UTC0".into()),
+            _ => None,
+        });
+        let config = sources.validate().unwrap();
+        let p = Composer {
+            prefix: "envoy".into(),
+            serial: "1".into(),
+            format: Format::Simple,
+            retain: true,
+        };
+        (Store::open(&config, true).unwrap(), p)
+    }
+
+    fn production(wh: f64) -> Vec<Field> {
+        vec![Field::new(Flow::Production, Measure::Lifetime, wh)]
+    }
+
+    /// 2026-01-15 12:00 UTC.
+    fn noon() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_768_478_400)
+    }
+
+    fn today(a: &Store) -> Option<f64> {
+        let f = a.fields();
+        f.iter()
+            .find(|f| f.is(Flow::Production, Measure::Today))
+            .map(|f| f.value)
+    }
+
+    #[test]
+    fn nothing_starts_fresh_while_the_broker_cannot_be_read() {
+        let (mut a, p) = store("store-wait");
+        assert!(a.waiting());
+        a.adopt(&p, None);
+        assert!(a.waiting(), "still waiting for the broker");
+        assert!(!a.update(&p, noon(), &production(5000.0)));
+        assert!(a.fields().is_empty(), "no ledger started");
+        a.adopt(&p, Some(Vec::new()));
+        assert!(!a.waiting());
+        assert!(
+            a.update(&p, noon(), &production(5000.0)),
+            "a first ledger: save"
+        );
+        assert_eq!(today(&a), Some(0.0));
+    }
+
+    #[test]
+    fn the_retained_ledger_and_the_originals_references_are_taken() {
+        // The retained P/S/ledger of an earlier run: 700 Wh produced today.
+        let (mut first, p) = store("store-first");
+        first.adopt(&p, Some(Vec::new()));
+        first.update(&p, noon(), &production(5000.0));
+        first.update(&p, noon() + Duration::from_secs(600), &production(5700.0));
+        let kept = first
+            .messages(&p, noon())
+            .into_iter()
+            .find(|m| m.topic == "envoy/1/ledger")
+            .unwrap();
+        let (mut a, _) = store("store-retained");
+        a.adopt(&p, Some(vec![(kept.topic, kept.payload.into_bytes())]));
+        assert!(!a.waiting());
+        a.update(&p, noon() + Duration::from_secs(1200), &production(5900.0));
+        assert_eq!(today(&a), Some(900.0));
+
+        // The original envoy2mqtt's bare midnight reference: 1,200 Wh before the counter.
+        let (mut b, _) = store("store-original");
+        let reference = (
+            "envoy/1/data/prod_eim_whLifetime_00h".to_string(),
+            b"3800".to_vec(),
+        );
+        b.adopt(&p, Some(vec![reference]));
+        b.update(&p, noon(), &production(5000.0));
+        assert_eq!(today(&b), Some(1200.0));
+    }
+}

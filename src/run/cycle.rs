@@ -1,0 +1,118 @@
+//! One data poll, published: the cycle that the service and `--once` share. The poll's
+//! fields go through the ledger (held monotone, counted, saved when due); Home Assistant
+//! is told of the entities first, when they changed; then come the data and the ledger's
+//! messages. Each run adds what only it sends (the Envoy's availability, the live values,
+//! the status with its next poll).
+
+use std::time::SystemTime;
+
+use crate::envoy::Envoy;
+use crate::error::Result;
+use crate::homeassistant::{self, Device};
+use crate::ledger::Store;
+use crate::mqtt::Message;
+use crate::readings::{self, Field, Snapshot};
+use crate::settings::Config;
+use crate::topics::{Composer, Health};
+
+/// Home Assistant's discovery as the runs send it: at the first poll, then again only when
+/// the entities change or it is asked for.
+pub struct Announcer {
+    /// `None` with `HA_DISCOVERY=false`.
+    device: Option<Device>,
+    state_dir: std::path::PathBuf,
+    /// The names of the entities last announced; `None`: announce at the next poll.
+    announced: Option<Vec<String>>,
+}
+
+impl Announcer {
+    /// For the Envoy `envoy` under `config`; `expire_after` from cron.
+    pub fn new(config: &Config, envoy: &Envoy, expire_after: Option<u64>) -> Announcer {
+        let device = config.ha_discovery.then(|| {
+            let (model, firmware) = (envoy.info.model(), &envoy.info.firmware);
+            Device::new(config, &envoy.serial, model, firmware, expire_after)
+        });
+        Announcer {
+            device,
+            state_dir: config.state_dir.clone(),
+            announced: None,
+        }
+    }
+
+    /// Takes a reloaded `config` (and the Envoy, which may be new): what was announced is
+    /// still known.
+    pub fn configure(&mut self, config: &Config, envoy: &Envoy) {
+        let announced = self.announced.take();
+        *self = Announcer {
+            announced,
+            ..Announcer::new(config, envoy, None)
+        };
+    }
+
+    /// The discovery goes out again at the next poll.
+    pub fn again(&mut self) {
+        self.announced = None;
+    }
+
+    /// The configs of `entities` if they are not the ones last announced.
+    fn announce(&mut self, entities: &[Field]) -> Vec<Message> {
+        let names: Vec<String> = entities.iter().map(Field::name).collect();
+        if self.announced.as_ref() == Some(&names) {
+            return Vec::new();
+        }
+        self.announced = Some(names);
+        match &self.device {
+            Some(device) => homeassistant::announce(device, &self.state_dir, entities),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A data poll's messages.
+pub struct Published {
+    /// Home Assistant's configs: they go first, so that it knows how to read a value
+    /// before the value comes.
+    pub discovery: Vec<Message>,
+    /// The data and the ledger's messages.
+    pub values: Vec<Message>,
+}
+
+/// Runs the snapshot `snap`, taken at `now`, through the ledger in `store` and composes
+/// its messages. `save` says when the state file is written: `true` at every poll (cron),
+/// `false` only when something that matters changed.
+pub fn publish(
+    snap: &Snapshot,
+    now: SystemTime,
+    p: &Composer,
+    store: &mut Store,
+    announcer: &mut Announcer,
+    save: bool,
+) -> Result<Published> {
+    let mut fields = readings::data_fields(snap);
+    store.hold(&mut fields);
+    if store.update(p, now, &fields) || save {
+        store.save(save)?;
+    }
+    let mut entities = fields.clone();
+    entities.extend(store.fields());
+    let discovery = announcer.announce(&entities);
+    let mut values = p.data(&fields, now);
+    values.extend(store.messages(p, now));
+    Ok(Published { discovery, values })
+}
+
+/// What `P/status` says about `envoy`, with the recent `errors`.
+pub fn health(
+    envoy: &Envoy,
+    errors: &[String],
+    last_sync: Option<SystemTime>,
+    next_sync: Option<SystemTime>,
+) -> Health {
+    Health {
+        last_sync,
+        next_sync,
+        errors: errors.to_vec(),
+        firmware: Some(envoy.info.firmware.clone()),
+        token_expires: envoy.token().map(|t| t.claims.exp),
+    }
+}

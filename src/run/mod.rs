@@ -1,0 +1,13 @@
+//! The runs: the service ([`service`]: the loop, its feed table in [`schedule`]), `--once`
+//! ([`once`]), the poll → publish cycle both share ([`cycle`]), the feeds that poll the
+//! Envoy ([`feeds`]), the broker as they open it ([`broker`]), and the reports
+//! `--check` ([`check`]) and `--diagnose` ([`diagnose`]).
+
+pub mod broker;
+pub mod check;
+pub mod cycle;
+pub mod diagnose;
+pub mod feeds;
+pub mod once;
+pub mod schedule;
+pub mod service;

@@ -1,0 +1,501 @@
+//! The service: the feed table's deadlines, one request at a time, back-off after
+//! failures, commands, reloads, signals, and what each poll publishes.
+//!
+//! When both feeds are due, the data poll runs and its readings also feed the raw topics,
+//! so the Envoy sees one readings request per tick. Between deadlines the loop waits in
+//! the output (one broker read until the next deadline, or a sleep with `--dry-run`).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::broker;
+use super::cycle::{self, Announcer};
+use super::feeds::Feeds;
+use super::schedule::{Feed, Table, backoff};
+use crate::envoy::Envoy;
+use crate::error::{Error, Result};
+use crate::ledger::{Store, store};
+use crate::mqtt::{Message, Output};
+use crate::readings::{self, Snapshot};
+use crate::settings::Config;
+use crate::signal::{SIGNAL_CHECK, Signals};
+use crate::topics::{Command, Composer, LiveMessages, commands};
+
+/// After this many failed polls in a row, `P/S/envoy` says `offline` and the Envoy's
+/// entities show as unavailable in Home Assistant.
+const ENVOY_DOWN_POLLS: u32 = 3;
+/// The most the loop wakes before a deadline (see `Service::early`).
+const MAX_EARLY: Duration = Duration::from_millis(50);
+/// At most one poll asked by `P/command/sync` per this period.
+const SYNC_PERIOD: Duration = Duration::from_secs(10);
+
+/// How often the service says at `info` that it is alive, and what it did.
+const SIGN_OF_LIFE: Duration = Duration::from_secs(3600);
+
+/// What the service did since its last sign of life.
+#[derive(Debug, Default, PartialEq)]
+struct Stats {
+    polls: u32,
+    failed: u32,
+    messages: usize,
+    reconnects: u32,
+}
+
+impl Stats {
+    /// The sign-of-life line for `period`.
+    fn line(&self, period: Duration) -> String {
+        format!(
+            "alive: in the last {}, {} Envoy polls ({} failed), {} messages published, {} broker reconnects",
+            humantime::format_duration(period),
+            self.polls,
+            self.failed,
+            self.messages,
+            self.reconnects
+        )
+    }
+}
+
+/// The running service.
+struct Service<'a> {
+    config: Config,
+    envoy: Envoy,
+    feeds: Feeds,
+    out: Box<dyn Output>,
+    store: Store,
+    dry_run: bool,
+    reload: &'a dyn Fn() -> Result<Config>,
+    table: Table,
+    failures: u32,
+    errors: Vec<String>,
+    last_sync: Option<SystemTime>,
+    announcer: Announcer,
+    discovery_at: Option<Instant>,
+    last_forced: Option<Instant>,
+    stats: Stats,
+    /// When the last sign of life was logged, and the broker's connection count then.
+    told_alive: Instant,
+    connects_told: u32,
+    /// When a reload asked for is due, and when the last one ran.
+    reload_at: Option<Instant>,
+    last_reload: Option<Instant>,
+    /// What `P/S/envoy` last said.
+    envoy_online: Option<bool>,
+    /// What every message shares (prefix, serial, format, retain), and a raw tick's
+    /// messages, kept from one tick to the next.
+    composer: Composer,
+    live: LiveMessages,
+    /// How late the wait usually ends: a socket's receive timeout is counted in the
+    /// kernel's ticks, 4 to 25 ms late here (measured). The loop asks to wake this much
+    /// before a deadline and runs what is due within it, so ticks land on time without a
+    /// second wake-up.
+    early: Duration,
+}
+
+impl Service<'_> {
+    fn publish(&mut self, messages: &[Message]) -> Result<()> {
+        self.stats.messages += messages.len();
+        self.out.publish(messages)
+    }
+
+    fn poll_data(&mut self, with_raw: bool) -> Result<()> {
+        self.envoy.renew_if_due();
+        let result = self.feeds.data(&mut self.envoy);
+        let p = self.composer.clone();
+        let now = SystemTime::now();
+        let snap: Snapshot = match result {
+            Ok(s) => s,
+            Err(e) => {
+                // The loop records the error; the status already carries it.
+                let mut errors = self.errors.clone();
+                let text = e.to_string();
+                if errors.last() != Some(&text) {
+                    errors.push(text);
+                }
+                let h = cycle::health(&self.envoy, &errors, self.last_sync, Some(self.next_sync()));
+                self.publish(&[p.status(false, &h)])?;
+                return Err(e);
+            }
+        };
+        if self.store.waiting() && self.out.is_connected() {
+            store::restore(&mut self.store, &p, self.out.as_mut());
+        }
+        self.last_sync = Some(now);
+        let published =
+            cycle::publish(&snap, now, &p, &mut self.store, &mut self.announcer, false)?;
+        let mut messages = published.discovery;
+        messages.extend(self.envoy_state(&p, true));
+        messages.extend(published.values);
+        if with_raw {
+            let live = readings::live(&snap);
+            if !live.is_empty() {
+                messages.extend_from_slice(p.live(&live, now, &mut self.live));
+            }
+        }
+        // `ok` after every data poll: the error of an earlier poll is over.
+        let mut table = self.table.clone();
+        table.done(Feed::Data, Instant::now());
+        let next = table.next(Feed::Data).unwrap_or_else(Instant::now);
+        let next = now + next.saturating_duration_since(Instant::now());
+        let health = cycle::health(&self.envoy, &[], Some(now), Some(next));
+        messages.push(p.status(true, &health));
+        self.publish(&messages)
+    }
+
+    fn poll_raw(&mut self) -> Result<()> {
+        let snap = self.feeds.raw(&mut self.envoy)?;
+        let live = readings::live(&snap);
+        if live.is_empty() {
+            return Ok(());
+        }
+        let now = SystemTime::now();
+        self.store.peak(now, &live);
+        let messages = self.composer.live(&live, now, &mut self.live);
+        self.stats.messages += messages.len();
+        self.out.publish(messages)
+    }
+
+    /// `P/S/envoy` when it changes: `online` at a poll that worked, `offline` after
+    /// [`ENVOY_DOWN_POLLS`] failed polls in a row.
+    fn envoy_state(&mut self, p: &Composer, answered: bool) -> Option<Message> {
+        let online = answered || self.failures < ENVOY_DOWN_POLLS;
+        if self.envoy_online == Some(online) {
+            return None;
+        }
+        self.envoy_online = Some(online);
+        if !online {
+            log::warn!(
+                "the Envoy failed {ENVOY_DOWN_POLLS} polls in a row: its values show as unavailable"
+            );
+        }
+        Some(p.envoy(online))
+    }
+
+    fn next_sync(&self) -> SystemTime {
+        let next = self.table.next(Feed::Data).unwrap_or_else(Instant::now);
+        SystemTime::now() + next.saturating_duration_since(Instant::now())
+    }
+
+    /// Remembers a distinct error for `P/status` (the five latest); returns whether it is new.
+    fn note_error(&mut self, e: &Error) -> bool {
+        let text = e.to_string();
+        if self.errors.last() == Some(&text) {
+            return false;
+        }
+        self.errors.push(text);
+        if self.errors.len() > 5 {
+            self.errors.remove(0);
+        }
+        true
+    }
+
+    /// Learns how late a wait that ended on its own woke: the largest lateness seen,
+    /// forgotten slowly (a sixteenth a wait), capped at [`MAX_EARLY`]. Waking a little too
+    /// early only runs a tick that much before its deadline; too late delays it.
+    fn learn_overshoot(&mut self, late: Duration) {
+        self.early = late.max(self.early * 15 / 16).min(MAX_EARLY);
+    }
+
+    /// Once an hour: what the service did, at `info`.
+    fn sign_of_life(&mut self) {
+        if self.told_alive.elapsed() < SIGN_OF_LIFE {
+            return;
+        }
+        let connects = self.out.connects();
+        self.stats.reconnects = connects.saturating_sub(self.connects_told.max(1));
+        log::info!("{}", self.stats.line(SIGN_OF_LIFE));
+        self.stats = Stats::default();
+        self.connects_told = connects;
+        self.told_alive = Instant::now();
+    }
+
+    /// Runs what is due now; returns whether anything was.
+    fn tick(&mut self) -> Result<bool> {
+        let now = Instant::now();
+        // Within the wait's usual overshoot of its deadline counts as due (see `early`).
+        let soon = now + self.early;
+        if self.discovery_at.is_some_and(|at| soon >= at) {
+            self.discovery_at = None;
+            self.announcer.again();
+            self.table.bring_forward(Feed::Data, now);
+            return Ok(true);
+        }
+        let Some(feed) = self.table.due(soon) else {
+            return Ok(false);
+        };
+        let result = match feed {
+            Feed::Data => self.poll_data(self.config.raw_interval.is_some()),
+            Feed::Readings => self.poll_raw(),
+        };
+        let done = Instant::now();
+        self.stats.polls += 1;
+        match result {
+            Ok(()) => {
+                if self.failures > 0 {
+                    log::info!(
+                        "the Envoy answers again after {} failed polls",
+                        self.failures
+                    );
+                    self.errors.clear();
+                }
+                self.failures = 0;
+            }
+            Err(e @ (Error::File(_) | Error::OutputClosed)) => return Err(e),
+            Err(e) => {
+                let new = self.note_error(&e);
+                self.failures += 1;
+                self.stats.failed += 1;
+                let p = self.composer.clone();
+                if let Some(m) = self.envoy_state(&p, false) {
+                    self.publish(&[m])?;
+                }
+                let pause = backoff(self.failures);
+                let when = humantime::format_duration(pause);
+                if new {
+                    log::warn!("{e}; next poll in {when}");
+                } else {
+                    log::info!(
+                        "the Envoy failed {} polls in a row, the same way; next poll in {when}",
+                        self.failures
+                    );
+                }
+                self.table.pause(done + pause);
+            }
+        }
+        self.table.done(feed, done);
+        Ok(true)
+    }
+
+    fn command(&mut self, topic: &str, payload: &[u8]) {
+        let ha = self
+            .config
+            .ha_discovery
+            .then_some(self.config.ha_prefix.as_str());
+        match commands::parse(&self.config.mqtt.prefix, ha, topic, payload) {
+            Command::Sync => {
+                let now = Instant::now();
+                let earliest = self.last_forced.map_or(now, |t| (t + SYNC_PERIOD).max(now));
+                if self.table.bring_forward(Feed::Data, earliest) {
+                    self.last_forced = Some(earliest);
+                    log::info!("sync asked: polling the Envoy");
+                } else {
+                    log::debug!("sync asked: a poll is already due");
+                }
+            }
+            Command::Reload => self.ask_reload(),
+            Command::HomeAssistantOnline => {
+                // 1 to 5 s, so that many bridges do not answer Home Assistant at once.
+                let jitter = SystemTime::UNIX_EPOCH
+                    .elapsed()
+                    .map_or(0, |d| d.subsec_nanos())
+                    % 4000;
+                let delay = Duration::from_millis(1000 + u64::from(jitter));
+                log::info!(
+                    "Home Assistant is online: discovery again in {} ms",
+                    delay.as_millis()
+                );
+                self.discovery_at = Some(Instant::now() + delay);
+            }
+            Command::Unknown(what) => log::info!("ignored unknown command or message: {what}"),
+        }
+    }
+
+    /// Reads the configuration again; reconnects what changed.
+    fn reload(&mut self) {
+        self.apply_reload();
+        // The Envoy client, or the broker session, may be new.
+        self.envoy.set_tend(self.out.tender());
+    }
+
+    fn apply_reload(&mut self) {
+        let new = match (self.reload)() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload refused, the running configuration stays: {e}");
+                return;
+            }
+        };
+        let envoy_changed =
+            new.envoy != self.config.envoy || new.state_dir != self.config.state_dir;
+        let output_changed = new.mqtt != self.config.mqtt
+            || new.ha_discovery != self.config.ha_discovery
+            || new.ha_prefix != self.config.ha_prefix;
+        let periods_changed = new.data_interval != self.config.data_interval
+            || new.raw_interval != self.config.raw_interval;
+        log::info!("configuration reloaded");
+        if envoy_changed {
+            match Envoy::connect(&new) {
+                Ok(envoy) => {
+                    self.envoy = envoy;
+                    self.feeds = Feeds::default();
+                }
+                Err(e) => {
+                    log::error!("reload: {e}; the running configuration stays");
+                    return;
+                }
+            }
+        }
+        if output_changed {
+            let old = self.composer.availability(false);
+            if let Err(e) = self.out.close(&[old]) {
+                log::warn!("{e}");
+            }
+            match broker::open(&new, &self.envoy.serial, self.dry_run) {
+                Ok(out) => self.out = out,
+                Err(e) => {
+                    log::error!("reload: {e}; the running configuration stays");
+                    if let Ok(out) = broker::open(&self.config, &self.envoy.serial, self.dry_run) {
+                        self.out = out;
+                    }
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.store.configure(&new) {
+            log::error!("reload: {e}");
+        }
+        self.config = new;
+        self.composer = Composer::new(&self.config, &self.envoy.serial);
+        self.announcer.configure(&self.config, &self.envoy);
+        let now = Instant::now();
+        let (data, raw) = (self.config.data_interval, self.config.raw_interval);
+        if envoy_changed || output_changed {
+            // A new Envoy, or new topics: poll now, and send the discovery again.
+            self.table = Table::new(now, data, raw, false);
+            self.announcer.again();
+        } else if periods_changed {
+            self.table = Table::new(now, data, raw, true);
+        }
+    }
+
+    /// `P/command/reload` or SIGHUP: at most one reload per [`SYNC_PERIOD`]; more asks in
+    /// the period make one more reload at its end.
+    fn ask_reload(&mut self) {
+        let now = Instant::now();
+        if self.reload_at.is_none() {
+            let at = self.last_reload.map_or(now, |t| (t + SYNC_PERIOD).max(now));
+            self.reload_at = Some(at);
+        }
+    }
+
+    /// Runs a reload that is due.
+    fn reload_if_due(&mut self) {
+        if self.reload_at.is_some_and(|at| Instant::now() >= at) {
+            self.reload_at = None;
+            self.last_reload = Some(Instant::now());
+            self.reload();
+        }
+    }
+}
+
+/// Reaches the Envoy, retrying with back-off (a service starts before the Envoy does);
+/// `None` when asked to stop meanwhile.
+fn connect_with_backoff(config: &Config, signals: &Signals) -> Option<Envoy> {
+    let mut failures = 0;
+    loop {
+        match Envoy::connect(config) {
+            Ok(envoy) => return Some(envoy),
+            Err(e) => {
+                failures += 1;
+                let pause = backoff(failures);
+                log::warn!("{e}; trying again in {}", humantime::format_duration(pause));
+                let until = Instant::now() + pause;
+                while Instant::now() < until {
+                    if signals.stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    let left = until.saturating_duration_since(Instant::now());
+                    std::thread::sleep(SIGNAL_CHECK.min(left));
+                }
+            }
+        }
+    }
+}
+
+/// The service: polls and publishes until SIGTERM or SIGINT; SIGHUP and
+/// `P/command/reload` call `reload` and apply the new configuration.
+pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -> Result<()> {
+    let signals = Signals::register()?;
+    let Some(mut envoy) = connect_with_backoff(&config, &signals) else {
+        return Ok(());
+    };
+    let mut out = broker::open(&config, &envoy.serial, dry_run)?;
+    envoy.set_tend(out.tender());
+    let composer = Composer::new(&config, &envoy.serial);
+    let store = store::load(&config, &composer, out.as_mut(), false, dry_run)?;
+    let start = Instant::now();
+    let mut service = Service {
+        table: Table::new(start, config.data_interval, config.raw_interval, false),
+        announcer: Announcer::new(&config, &envoy, None),
+        composer,
+        live: LiveMessages::default(),
+        config,
+        envoy,
+        feeds: Feeds::default(),
+        out,
+        store,
+        dry_run,
+        reload,
+        failures: 0,
+        errors: Vec::new(),
+        last_sync: None,
+        discovery_at: None,
+        last_forced: None,
+        stats: Stats::default(),
+        told_alive: start,
+        connects_told: 0,
+        reload_at: None,
+        last_reload: None,
+        envoy_online: None,
+        early: Duration::ZERO,
+    };
+    loop {
+        if signals.stop.swap(false, Ordering::Relaxed) {
+            log::info!("stopping");
+            service.store.save(true)?;
+            let offline = service.composer.availability(false);
+            return service.out.close(&[offline]);
+        }
+        if signals.reload.swap(false, Ordering::Relaxed) {
+            service.ask_reload();
+        }
+        service.reload_if_due();
+        service.sign_of_life();
+        if service.tick()? {
+            continue;
+        }
+        let mut wake = service.table.wake();
+        for at in [service.discovery_at, service.reload_at]
+            .into_iter()
+            .flatten()
+        {
+            wake = wake.min(at);
+        }
+        let until = wake.checked_sub(service.early).unwrap_or(wake);
+        let arrived = service.out.wait(until);
+        if arrived.is_empty() {
+            service.learn_overshoot(Instant::now().saturating_duration_since(until));
+        }
+        for (topic, payload) in arrived {
+            service.command(&topic, &payload);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_of_life() {
+        let s = Stats {
+            polls: 3660,
+            failed: 2,
+            messages: 18_300,
+            reconnects: 1,
+        };
+        assert_eq!(
+            s.line(SIGN_OF_LIFE),
+            "alive: in the last 1h, 3660 Envoy polls (2 failed), 18300 messages published, 1 broker reconnects"
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! Validation (ripgrep's "high-level arguments"): the raw [`Sources`] checked group by
+//! group into a typed [`Config`]. A bad value is an [`Error::Config`] that names the
+//! setting, the problem and the fix.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::config::{Config, EnvoyConfig, Format, MqttConfig, Secret, TlsVerify};
+use super::parsers::{
+    envoy_url, host, https_url, interval, parse_bool, parse_fingerprint, topic_level,
+};
+use super::sources::Sources;
+use super::table::setting;
+use crate::error::{Error, Result};
+use crate::time::offpeak;
+use crate::time::zone::Zone;
+
+impl Sources {
+    /// Validates every value into a [`Config`], group by group.
+    pub fn validate(&self) -> Result<Config> {
+        let v = Values(self);
+        let envoy = envoy(&v)?;
+        let mqtt = mqtt(&v)?;
+        let (raw_interval, data_interval) = intervals(&v)?;
+        Ok(Config {
+            envoy,
+            mqtt,
+            raw_interval,
+            data_interval,
+            ha_discovery: v.boolean("HA_DISCOVERY")?,
+            ha_prefix: topic_level("HA_DISCOVERY_PREFIX", &v.text("HA_DISCOVERY_PREFIX"))?,
+            offpeak: offpeak(&v)?,
+            state_dir: PathBuf::from(v.text("STATE_DIR")),
+            // Parsed once, here: `TZ`, else the system's zone (`/etc/TZ`, `/etc/localtime`).
+            zone: Zone::system(v.get("TZ"))?,
+            tz: v.get("TZ").map(str::to_string),
+            log_level: log_level(&v)?,
+        })
+    }
+}
+
+/// The values of [`Sources`] with the defaults of the table, read by the checks of each group.
+struct Values<'a>(&'a Sources);
+
+impl Values<'_> {
+    /// The value given, if not empty.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name)
+    }
+
+    /// The value given, else the default; empty when neither.
+    fn text(&self, name: &str) -> String {
+        self.optional(name).unwrap_or_default()
+    }
+
+    /// The value given, else the default; `None` when neither.
+    fn optional(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_string).or_else(|| {
+            let d = setting(name).expect("known setting").default;
+            (!d.is_empty()).then(|| d.to_string())
+        })
+    }
+
+    fn secret(&self, name: &str) -> Option<Secret> {
+        self.get(name).map(Secret::new)
+    }
+
+    fn boolean(&self, name: &str) -> Result<bool> {
+        parse_bool(name, &self.text(name))
+    }
+
+    /// A PEM file's path, checked to be readable now rather than at the first connect.
+    fn file(&self, name: &str) -> Result<Option<PathBuf>> {
+        let Some(p) = self.get(name) else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(p);
+        std::fs::File::open(&path).map_err(|e| {
+            Error::config(
+                name,
+                format!("names {p}, which cannot be read ({e})"),
+                "give the path of a readable PEM file",
+            )
+        })?;
+        Ok(Some(path))
+    }
+
+    /// One of `choices` (`(text, value)`), else an error with `fix`.
+    fn choice<T: Copy>(&self, name: &str, choices: &[(&str, T)], fix: &str) -> Result<T> {
+        let given = self.text(name);
+        let lower = given.to_lowercase();
+        choices
+            .iter()
+            .find(|(text, _)| *text == lower)
+            .map(|(_, value)| *value)
+            .ok_or_else(|| Error::config(name, format!("is '{given}'"), fix))
+    }
+}
+
+/// Both or neither: `a` and `b` go together (`fix` says how).
+fn paired(a: (&str, bool), b: (&str, bool), fix: &str) -> Result<()> {
+    match (a.1, b.1) {
+        (true, false) => Err(Error::config(
+            b.0,
+            format!("is missing while {} is set", a.0),
+            fix,
+        )),
+        (false, true) => Err(Error::config(
+            a.0,
+            format!("is missing while {} is set", b.0),
+            fix,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The Envoy group: address, serial, token or account, certificate, the cloud's URLs.
+fn envoy(v: &Values) -> Result<EnvoyConfig> {
+    let username = v.optional("ENPHASE_USERNAME");
+    let password = v.secret("ENPHASE_PASSWORD");
+    paired(
+        ("ENPHASE_USERNAME", username.is_some()),
+        ("ENPHASE_PASSWORD", password.is_some()),
+        "set both, or neither and give ENVOY_TOKEN",
+    )?;
+    let tls_verify = v.choice(
+        "ENVOY_TLS_VERIFY",
+        &[
+            ("warn", TlsVerify::Warn),
+            ("pin", TlsVerify::Pin),
+            ("none", TlsVerify::None),
+        ],
+        "use warn (default), pin or none",
+    )?;
+    let cert_sha256 = match v.get("ENVOY_CERT_SHA256") {
+        None => None,
+        Some(hex) => Some(parse_fingerprint(hex).ok_or_else(|| {
+            Error::config(
+                "ENVOY_CERT_SHA256",
+                format!("'{hex}' is not a SHA-256 fingerprint"),
+                "give 64 hexadecimal digits (colons allowed), as envoy2mqtt --check prints",
+            )
+        })?),
+    };
+    let serial = match v.get("ENVOY_SERIAL") {
+        Some(sn) if sn.len() <= 20 && sn.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            Some(sn.to_string())
+        }
+        Some(sn) => {
+            return Err(Error::config(
+                "ENVOY_SERIAL",
+                format!("'{sn}' is not a serial number"),
+                "give the digits on the Envoy's label, or leave it empty to read it from the Envoy",
+            ));
+        }
+        None => None,
+    };
+    Ok(EnvoyConfig {
+        url: envoy_url(&v.text("ENVOY_HOST"))?,
+        serial,
+        token: v.secret("ENVOY_TOKEN"),
+        username,
+        password,
+        tls_verify,
+        cert_sha256,
+        login_url: https_url("ENPHASE_LOGIN_URL", &v.text("ENPHASE_LOGIN_URL"))?,
+        token_url: https_url("ENPHASE_TOKEN_URL", &v.text("ENPHASE_TOKEN_URL"))?,
+        cloud_ca: v.file("ENPHASE_CA_CERT")?,
+    })
+}
+
+/// The broker group: address, login, topics, QoS, payloads, TLS.
+fn mqtt(v: &Values) -> Result<MqttConfig> {
+    let tls = v.boolean("MQTT_TLS")?;
+    let client_cert = v.file("MQTT_CLIENT_CERT")?;
+    let client_key = v.file("MQTT_CLIENT_KEY")?;
+    paired(
+        ("MQTT_CLIENT_CERT", client_cert.is_some()),
+        ("MQTT_CLIENT_KEY", client_key.is_some()),
+        "mutual TLS needs both the client certificate and its key",
+    )?;
+    let port = match v.get("MQTT_PORT") {
+        None if tls => 8883,
+        None => 1883,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            Error::config(
+                "MQTT_PORT",
+                format!("'{p}' is not a port number"),
+                "give a number from 1 to 65535 (1883, or 8883 with TLS)",
+            )
+        })?,
+    };
+    Ok(MqttConfig {
+        host: host("MQTT_HOST", &v.text("MQTT_HOST"))?,
+        port,
+        username: v.optional("MQTT_USERNAME"),
+        password: v.secret("MQTT_PASSWORD"),
+        client_id: v.optional("MQTT_CLIENT_ID"),
+        prefix: topic_level("MQTT_TOPIC_PREFIX", &v.text("MQTT_TOPIC_PREFIX"))?,
+        qos: v.choice(
+            "MQTT_QOS",
+            &[("0", 0), ("1", 1), ("2", 2)],
+            "use 0, 1 (default) or 2",
+        )?,
+        retain: v.boolean("MQTT_RETAIN")?,
+        format: v.choice(
+            "MQTT_FORMAT",
+            &[("simple", Format::Simple), ("json", Format::Json)],
+            "use simple (default) or json",
+        )?,
+        tls,
+        ca_cert: v.file("MQTT_CA_CERT")?,
+        client_cert,
+        client_key,
+        tls_insecure: v.boolean("MQTT_TLS_INSECURE")?,
+    })
+}
+
+/// The two periods: raw (`None` when off) and data, the data poll never the faster one.
+fn intervals(v: &Values) -> Result<(Option<Duration>, Duration)> {
+    let min = Duration::from_millis(100);
+    let raw = interval(
+        "RAW_DATA_INTERVAL_SECONDS",
+        &v.text("RAW_DATA_INTERVAL_SECONDS"),
+        min,
+        true,
+    )?;
+    let data = interval(
+        "DATA_INTERVAL_SECONDS",
+        &v.text("DATA_INTERVAL_SECONDS"),
+        min,
+        false,
+    )?
+    .expect("zero refused");
+    if let Some(raw) = raw.filter(|raw| data < *raw) {
+        return Err(Error::config(
+            "DATA_INTERVAL_SECONDS",
+            format!(
+                "({}) is shorter than RAW_DATA_INTERVAL_SECONDS ({})",
+                humantime::format_duration(data),
+                humantime::format_duration(raw)
+            ),
+            "make the data poll the slower one (60 s and 1 s by default), or set RAW_DATA_INTERVAL_SECONDS=0",
+        ));
+    }
+    Ok((raw, data))
+}
+
+fn offpeak(v: &Values) -> Result<Vec<offpeak::Window>> {
+    let Some(text) = v.get("OFFPEAK_HOURS") else {
+        return Ok(Vec::new());
+    };
+    offpeak::parse(text).map_err(|problem| {
+        Error::config(
+            "OFFPEAK_HOURS",
+            problem,
+            "write windows in local time as HH:MM-HH:MM, separated by commas (22:00-06:00,12:30-14:30)",
+        )
+    })
+}
+
+fn log_level(v: &Values) -> Result<log::LevelFilter> {
+    use log::LevelFilter;
+    v.choice(
+        "LOG_LEVEL",
+        &[
+            ("error", LevelFilter::Error),
+            ("warn", LevelFilter::Warn),
+            ("warning", LevelFilter::Warn),
+            ("info", LevelFilter::Info),
+            ("debug", LevelFilter::Debug),
+            ("trace", LevelFilter::Trace),
+        ],
+        "use error, warn, info (default), debug or trace",
+    )
+}
