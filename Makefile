@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURES ?= tests/fixtures/envoy
 VARIANT ?= 7.6.175_with_cts
 
-.PHONY: help build release test deps lint demo bench soak fuzz clean cross cross-check size ipk deb dist install
+.PHONY: help build release test deps lint demo bench soak fuzz pyenphase clean cross cross-check size ipk deb dist install
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ bench: ## the figures table: sizes, the service at 1 Hz for 10 minutes, --once (
 soak: ## an hour of service (memory at 10 against 60 minutes), then Envoy outages of minutes
 	BENCH_SECONDS=3600 BENCH_SOAK=1 scripts/bench
 	FAULT_SCALE=12 $(CARGO) test --test e2e -- --exact fault::envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll --nocapture
+
+pyenphase: ## compare every value with pyenphase's reading of the same captures (PyPI pyenphase, loopback)
+	scripts/pyenphase
 
 fuzz: ## every fuzz target for 10 million executions (FUZZ_RUNS to change); nightly
 	scripts/fuzz

@@ -12,9 +12,9 @@
 //! - an on/off flag: a `binary_sensor` with payloads `1` / `0` (`power` class for production);
 //! - `timestamp_text`: `timestamp` class, diagnostic; `timestamp` (seconds): no entity.
 
-use super::entity::{self, Entity};
+use super::entity::{self, Entity, Owner};
 use crate::mqtt::Message;
-use crate::readings::{Field, Flow, Measure, Part, Quantity};
+use crate::readings::{DeviceKind, Field, Flow, Measure, Part, Quantity, Subject};
 use crate::settings::{Config, Format};
 use crate::topics::tree;
 
@@ -26,6 +26,8 @@ pub struct Class {
     pub unit: Option<&'static str>,
     pub state_class: Option<&'static str>,
     pub diagnostic: bool,
+    /// The words of a state: a binary sensor's off and on payloads, an enum's options.
+    pub states: Option<&'static [&'static str]>,
 }
 
 fn sensor(
@@ -39,6 +41,7 @@ fn sensor(
         unit,
         state_class,
         diagnostic: false,
+        states: None,
     }
 }
 
@@ -48,12 +51,18 @@ pub fn class(field: &Field) -> Option<Class> {
     let energy = |state_class| sensor("energy", unit, state_class);
     Some(match field.quantity() {
         Quantity::Reference => return None,
-        Quantity::Flag => Class {
-            component: "binary_sensor",
-            device_class: (field.flow == Flow::Production).then_some("power"),
-            unit: None,
-            state_class: None,
-            diagnostic: false,
+        Quantity::Flag => binary(field.flow() == Some(Flow::Production), None),
+        // On or off the grid: power present or not.
+        Quantity::State if field.measure == Measure::GridStatus => {
+            binary(true, field.measure.states())
+        }
+        // A relay: closed is on.
+        Quantity::State if field.measure == Measure::RelayState => {
+            binary(false, field.measure.states())
+        }
+        Quantity::State => Class {
+            states: field.measure.states(),
+            ..sensor("enum", None, None)
         },
         Quantity::Power => sensor("power", unit, Some("measurement")),
         Quantity::Voltage => sensor("voltage", unit, Some("measurement")),
@@ -62,7 +71,28 @@ pub fn class(field: &Field) -> Option<Class> {
         Quantity::EnergyIncreasing => energy(Some("total_increasing")),
         Quantity::EnergyTotal => energy(Some("total")),
         Quantity::EnergyClosed => energy(None),
+        Quantity::Charge => sensor("battery", unit, Some("measurement")),
+        Quantity::EnergyStored => sensor("energy_storage", unit, Some("measurement")),
+        Quantity::Temperature => sensor("temperature", unit, Some("measurement")),
+        Quantity::Frequency => sensor("frequency", unit, Some("measurement")),
+        // Unix seconds, turned into a time by the template (see `value_template`).
+        Quantity::Time => Class {
+            diagnostic: true,
+            ..sensor("timestamp", None, None)
+        },
     })
+}
+
+/// A binary sensor (`power` class or none), its payloads `states` (off, on) or `0` / `1`.
+fn binary(power: bool, states: Option<&'static [&'static str]>) -> Class {
+    Class {
+        component: "binary_sensor",
+        device_class: power.then_some("power"),
+        unit: None,
+        state_class: None,
+        diagnostic: false,
+        states,
+    }
 }
 
 /// `timestamp_text`: the time of the last reading, diagnostic.
@@ -73,23 +103,27 @@ fn timestamp_class() -> Class {
     }
 }
 
-/// A flow's words in entity names: short, since Home Assistant puts the device's name
-/// ("Envoy") before them and its device page cuts long names.
-fn label(flow: Flow) -> &'static str {
-    match flow {
-        Flow::Production => "Solar",
-        Flow::Consumption => "House",
-        Flow::Import => "Grid import",
-        Flow::Export => "Grid export",
-        Flow::SelfConsumption => "Self-consumed",
-        Flow::Net => "Grid net",
+/// A subject's words in entity names: short, since Home Assistant puts the device's name
+/// ("Envoy", "Battery") before them and its device page cuts long names.
+fn label(of: Subject) -> &'static str {
+    match of {
+        Subject::Flow(Flow::Production) => "Solar",
+        Subject::Flow(Flow::Consumption) => "House",
+        Subject::Flow(Flow::Import) => "Grid import",
+        Subject::Flow(Flow::Export) => "Grid export",
+        Subject::Flow(Flow::SelfConsumption) => "Self-consumed",
+        Subject::Flow(Flow::Net) => "Grid net",
+        Subject::Battery => "",
+        Subject::BatteryCharged => "Charged",
+        Subject::BatteryDischarged => "Discharged",
+        Subject::System | Subject::Inverter => "",
     }
 }
 
 /// A readable entity name: `conso_all_eim_kwhLifetime` is "House energy",
 /// `import/daily/hc` "Grid import energy today off-peak (HC)".
 pub fn name(field: &Field) -> String {
-    let flow = label(field.flow);
+    let label = label(field.of);
     let what = match field.measure {
         Measure::Power => "power",
         Measure::Voltage | Measure::RmsVoltage => "voltage",
@@ -97,7 +131,7 @@ pub fn name(field: &Field) -> String {
         Measure::PowerFactor => "power factor",
         Measure::Lifetime => "energy (Wh)",
         Measure::LifetimeKwh => "energy",
-        Measure::Active if field.flow == Flow::Export => return "Grid importing".into(),
+        Measure::Active if field.flow() == Some(Flow::Export) => return "Grid importing".into(),
         Measure::Active => "producing",
         Measure::EnvoyToday => "energy today (Envoy)",
         Measure::Midnight => "energy at midnight (Wh)",
@@ -109,11 +143,39 @@ pub fn name(field: &Field) -> String {
         Measure::Month => "energy this month",
         Measure::Year => "energy this year",
         Measure::Peak => return "Grid import peak power today".into(),
+        Measure::Soc => "state of charge",
+        Measure::Available => "available energy",
+        Measure::Capacity => "capacity",
+        Measure::ReserveSoc => "backup reserve",
+        Measure::Reserve => "backup reserve energy",
+        Measure::GridStatus => "grid status",
+        Measure::StorageMode => "storage mode",
+        Measure::ChargeFromGrid => "charge from grid",
+        Measure::Temperature => "temperature",
+        Measure::LastReport => "last report",
+        Measure::MaxPower => "highest power",
+        Measure::DcVoltage => "DC voltage",
+        Measure::DcCurrent => "DC current",
+        Measure::AcVoltage => "AC voltage",
+        Measure::AcCurrent => "AC current",
+        Measure::Frequency => "frequency",
+        Measure::WhToday => "energy today (Wh)",
+        Measure::GeneratorRunning => "generator running",
+        Measure::RelayState => match field.device {
+            Some(key) => return format!("Relay {}", key.serial()),
+            None => "relay",
+        },
     };
-    match field.phase {
-        Some(n) => format!("{flow} {what} L{n}"),
-        None => format!("{flow} {what}"),
-    }
+    let name = match field.phase {
+        Some(n) => format!("{label} {what} L{n}"),
+        None => format!("{label} {what}"),
+    };
+    // Without a label ("Battery" is the device's name): the measure, capitalised.
+    let name = name.trim_start();
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
 }
 
 /// The device and how entities tell availability.
@@ -155,6 +217,51 @@ impl Device {
         format!("envoy2mqtt_{}", self.serial)
     }
 
+    /// The device a field's entity belongs to: the batteries have theirs, behind the Envoy.
+    fn owner<'a>(&'a self, field: &'a Field) -> Owner<'a> {
+        let storage = matches!(
+            field.measure,
+            Measure::StorageMode | Measure::ChargeFromGrid
+        );
+        let behind = field
+            .device
+            .as_ref()
+            .filter(|k| k.kind != DeviceKind::Relay);
+        if let Some(key) = behind {
+            let serial = key.serial();
+            let model = match key.kind {
+                DeviceKind::Battery => "IQ Battery",
+                _ => "Microinverter",
+            };
+            return Owner {
+                node: format!("{}_{}_{serial}", self.node(), key.kind.word()),
+                name: format!("{model} {serial}"),
+                model,
+                serial: Some(serial),
+                firmware: None,
+                via: Some(self.node()),
+            };
+        }
+        if field.of.is_battery() || storage {
+            return Owner {
+                node: format!("{}_battery", self.node()),
+                name: "Battery".into(),
+                model: "IQ Battery",
+                serial: None,
+                firmware: None,
+                via: Some(self.node()),
+            };
+        }
+        Owner {
+            node: self.node(),
+            name: "Envoy".into(),
+            model: &self.model,
+            serial: Some(&self.serial),
+            firmware: Some(&self.firmware),
+            via: None,
+        }
+    }
+
     /// `P/S/envoy`: `online` while the Envoy answers, `offline` after a few failed polls.
     pub fn envoy_topic(&self) -> String {
         tree::envoy(&self.prefix, &self.serial)
@@ -184,7 +291,7 @@ impl Device {
 pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
     let entities = fields.iter().filter_map(|f| {
         let class = class(f)?;
-        Some((f.name(), name(f), f.path(), class, shown_by_default(f)))
+        Some((f.name(), name(f), f.path(), class, shown_by_default(f), *f))
     });
     let last_reading = (
         "timestamp_text".to_string(),
@@ -192,10 +299,11 @@ pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
         "data/timestamp_text".to_string(),
         timestamp_class(),
         true,
+        Field::new(Flow::Production, Measure::Power, 0.0),
     );
     entities
         .chain([last_reading])
-        .map(|(field, title, path, class, shown)| {
+        .map(|(field, title, path, class, shown, owner)| {
             let id = field.replace('/', "_");
             let entity = Entity {
                 name: title,
@@ -209,20 +317,18 @@ pub fn messages(device: &Device, fields: &[Field]) -> Vec<Message> {
                 state_topic: tree::device(&device.prefix, &device.serial, &path),
                 // Always a template: Home Assistant keeps the old one when a config without
                 // one replaces it (a switch of MQTT_FORMAT would freeze every sensor).
-                value_template: Some(value_template(device.format)),
+                value_template: Some(value_template(device.format, owner.quantity())),
                 device_class: class.device_class,
                 unit_of_measurement: class.unit,
                 state_class: class.state_class,
                 entity_category: class.diagnostic.then_some("diagnostic"),
-                payload_on: (class.component == "binary_sensor").then_some("1"),
-                payload_off: (class.component == "binary_sensor").then_some("0"),
+                payload_on: on_off(&class).map(|(_, on)| on),
+                payload_off: on_off(&class).map(|(off, _)| off),
+                options: class.states.filter(|_| class.component == "sensor"),
                 availability: device.availability(true),
                 expire_after: device.expire_after,
                 enabled_by_default: shown,
-                serial: &device.serial,
-                model: &device.model,
-                firmware: &device.firmware,
-                node: device.node(),
+                device: device.owner(&owner),
             };
             config(device, class.component, &id, &entity)
         })
@@ -239,12 +345,30 @@ fn config(device: &Device, component: &str, id: &str, entity: &Entity) -> Messag
     }
 }
 
-fn value_template(format: Format) -> String {
-    match format {
-        Format::Simple => "{{ value }}",
-        Format::Json => "{{ value_json.value }}",
+/// A binary sensor's payloads, off and on.
+fn on_off(class: &Class) -> Option<(&'static str, &'static str)> {
+    if class.component != "binary_sensor" {
+        return None;
     }
-    .to_string()
+    match class.states {
+        Some([off, on]) => Some((off, on)),
+        _ => Some(("0", "1")),
+    }
+}
+
+/// The template that reads a value in `format`; a time in Unix seconds becomes the ISO 8601
+/// text that Home Assistant's `timestamp` class wants.
+fn value_template(format: Format, quantity: Quantity) -> String {
+    let value = match format {
+        Format::Simple => "value",
+        Format::Json => "value_json.value",
+    };
+    match quantity {
+        Quantity::Time => format!(
+            "{{{{ ({value} | int) | timestamp_custom('%Y-%m-%dT%H:%M:%S+00:00', false) }}}}"
+        ),
+        _ => format!("{{{{ {value} }}}}"),
+    }
 }
 
 /// The dozen entities most owners want, shown by default: power now, energy today, the
@@ -253,20 +377,30 @@ fn value_template(format: Format) -> String {
 /// the other variants are published too, as entities the user can enable.
 pub fn shown_by_default(field: &Field) -> bool {
     use Flow::{Consumption, Export, Import, Net, Production};
+    use Subject::{Battery, BatteryCharged, BatteryDischarged, Flow as F, Inverter};
     field.phase.is_none()
         && matches!(
-            (field.flow, field.measure),
-            (Production | Consumption | Net, Measure::Power)
-                | (Production | Import | Export, Measure::LifetimeKwh)
+            (field.of, field.measure),
+            (
+                F(Production | Consumption | Net) | Battery | Inverter,
+                Measure::Power
+            ) | (
+                F(Production | Import | Export) | BatteryCharged | BatteryDischarged,
+                Measure::LifetimeKwh
+            ) | (
+                F(Production | Consumption | Import | Export),
+                Measure::Daily(None)
+            ) | (Battery, Measure::Soc)
                 | (
-                    Production | Consumption | Import | Export,
-                    Measure::Daily(None)
+                    Subject::System,
+                    Measure::GridStatus | Measure::StorageMode | Measure::GeneratorRunning
                 )
         )
 }
 
 /// The Envoy's connection, as a connectivity sensor on `P/S/envoy` (service only).
 fn connectivity(device: &Device) -> Message {
+    let envoy = Field::new(Flow::Production, Measure::Power, 0.0);
     let entity = Entity {
         name: "Envoy connection".into(),
         unique_id: format!("{}_envoy", device.node()),
@@ -282,10 +416,8 @@ fn connectivity(device: &Device) -> Message {
         availability: device.availability(false),
         expire_after: None,
         enabled_by_default: true,
-        serial: &device.serial,
-        model: &device.model,
-        firmware: &device.firmware,
-        node: device.node(),
+        options: None,
+        device: device.owner(&envoy),
     };
     config(device, "binary_sensor", "envoy", &entity)
 }

@@ -16,15 +16,27 @@ pub struct Entity<'a> {
     pub entity_category: Option<&'static str>,
     pub payload_on: Option<&'static str>,
     pub payload_off: Option<&'static str>,
+    /// An enum sensor's states.
+    pub options: Option<&'static [&'static str]>,
     /// Availability topics (`online` / `offline`); several: all must say `online`.
     pub availability: Vec<String>,
     pub expire_after: Option<u64>,
     /// Shown by default, or one the user can enable.
     pub enabled_by_default: bool,
-    pub serial: &'a str,
-    pub model: &'a str,
-    pub firmware: &'a str,
+    /// The device it belongs to.
+    pub device: Owner<'a>,
+}
+
+/// The Home Assistant device an entity belongs to: the Envoy, or a device behind it.
+pub struct Owner<'a> {
     pub node: String,
+    pub name: String,
+    pub model: &'a str,
+    /// The Envoy's serial and firmware; `None` for a device behind it.
+    pub serial: Option<&'a str>,
+    pub firmware: Option<&'a str>,
+    /// The Envoy's node, for a device behind it.
+    pub via: Option<String>,
 }
 
 /// The config payload as Home Assistant reads it. The fields are in alphabetical order: the
@@ -49,6 +61,8 @@ struct Payload<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     expire_after: Option<u64>,
     name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    options: Option<&'static [&'static str]>,
     origin: Origin,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_off: Option<&'static str>,
@@ -74,9 +88,13 @@ struct DeviceInfo<'a> {
     identifiers: [&'a str; 1],
     manufacturer: &'static str,
     model: &'a str,
-    name: &'static str,
-    serial_number: &'a str,
-    sw_version: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serial_number: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sw_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via_device: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -98,18 +116,20 @@ pub fn payload(e: &Entity) -> String {
         },
         default_entity_id: &e.default_entity_id,
         device: DeviceInfo {
-            identifiers: [&e.node],
+            identifiers: [&e.device.node],
             manufacturer: "Enphase",
-            model: e.model,
-            name: "Envoy",
-            serial_number: e.serial,
-            sw_version: e.firmware,
+            model: e.device.model,
+            name: &e.device.name,
+            serial_number: e.device.serial,
+            sw_version: e.device.firmware,
+            via_device: e.device.via.as_deref(),
         },
         device_class: e.device_class,
         enabled_by_default: (!e.enabled_by_default).then_some(false),
         entity_category: e.entity_category,
         expire_after: e.expire_after,
         name: &e.name,
+        options: e.options,
         origin: Origin {
             name: "envoy2mqtt",
             sw_version: env!("CARGO_PKG_VERSION"),

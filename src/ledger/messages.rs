@@ -47,7 +47,7 @@ pub fn messages(
         let part = |part| {
             let measure = Measure::Daily(Some(part));
             (f.measure == Measure::Daily(None))
-                .then(|| totals.iter().find(|t| t.is(f.flow, measure)))
+                .then(|| totals.iter().find(|t| t.is(f.of, measure)))
                 .flatten()
                 .map(|t| t.value)
         };

@@ -3,15 +3,15 @@
 //! derived from the net power, house consumption. A field the system cannot measure (no
 //! consumption CT, a disabled CT) is left out rather than published as 0. Pure.
 
-use super::field::{Field, Flow, Measure};
+use super::field::{Field, Flow, Measure, Subject};
 use super::snapshot::{Ct, Snapshot};
 use crate::envoy::api::Channel;
 
 struct Fields(Vec<Field>);
 
 impl Fields {
-    fn add(&mut self, flow: Flow, measure: Measure, value: f64) {
-        self.0.push(Field::new(flow, measure, value));
+    fn add(&mut self, of: impl Into<Subject>, measure: Measure, value: f64) {
+        self.0.push(Field::new(of, measure, value));
     }
 
     /// `wNow`, `voltage`, `current` of each phase: `{stem}_wNow_l1`, ...
@@ -31,9 +31,9 @@ impl Fields {
         }
     }
 
-    fn energy(&mut self, flow: Flow, wh: f64) {
-        self.add(flow, Measure::Lifetime, wh);
-        self.add(flow, Measure::LifetimeKwh, wh / 1000.0);
+    fn energy(&mut self, of: impl Into<Subject> + Copy, wh: f64) {
+        self.add(of, Measure::Lifetime, wh);
+        self.add(of, Measure::LifetimeKwh, wh / 1000.0);
     }
 }
 
@@ -49,7 +49,17 @@ pub fn data_fields(s: &Snapshot) -> Vec<Field> {
     let net_power = net_consumption(&mut f, s, prod);
     grid_and_eco(&mut f, s, net_power, prod);
     house_consumption(&mut f, s, prod);
+    storage(&mut f, s);
     f.0
+}
+
+/// The batteries' CT: power (> 0 discharging), and the energy they took in and gave out.
+fn storage(f: &mut Fields, s: &Snapshot) {
+    if let Some(b) = &s.storage {
+        f.add(Subject::Battery, Measure::Power, b.power);
+        f.energy(Subject::BatteryCharged, b.received);
+        f.energy(Subject::BatteryDischarged, b.delivered);
+    }
 }
 
 /// Production's power and lifetime energy, where the system has them.

@@ -1,7 +1,8 @@
-//! A field: one published value, typed. Its flow (whose energy), its measure (what is
-//! measured) and its phase decide its topic name, unit and [`Quantity`]; Home Assistant's
-//! classes and names and the ledger's counters are read from these, never from the name.
-//! A new quantity is one [`Measure`] here. Pure.
+//! A field: one published value, typed. What it is about (a [`Subject`]: an energy flow of
+//! the house, or the battery), its measure (what is measured) and its phase decide its
+//! topic name, unit and [`Quantity`]; Home Assistant's classes, names and devices and the
+//! ledger's counters are read from these, never from the name. A new quantity is one
+//! [`Measure`] here. Pure.
 
 /// Whose energy a field is about: the flows the Envoy measures or envoy2mqtt derives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,6 +53,122 @@ impl Flow {
     }
 }
 
+/// What a field is about: one of the house's energy flows (the ledger's), or the battery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subject {
+    Flow(Flow),
+    /// The batteries as one: power (> 0 discharging), state of charge, stored energy.
+    Battery,
+    /// The energy the batteries took in (the storage CT's lifetime counter).
+    BatteryCharged,
+    /// The energy the batteries gave out (the storage CT's lifetime counter).
+    BatteryDischarged,
+    /// The system as a whole: its grid state and storage settings (names without a stem).
+    System,
+    /// A microinverter's values (always of one, by its [`DeviceKey`]).
+    Inverter,
+}
+
+impl From<Flow> for Subject {
+    fn from(flow: Flow) -> Subject {
+        Subject::Flow(flow)
+    }
+}
+
+impl Subject {
+    /// The stem of its topics (`battery` → `data/battery_soc`).
+    pub const fn stem(self) -> &'static str {
+        match self {
+            Subject::Flow(flow) => flow.stem(),
+            Subject::Battery => "battery",
+            Subject::BatteryCharged => "battery_charged",
+            Subject::BatteryDischarged => "battery_discharged",
+            Subject::System => "",
+            Subject::Inverter => "inverter",
+        }
+    }
+
+    /// Whether it is about the batteries (their own device in Home Assistant).
+    pub const fn is_battery(self) -> bool {
+        matches!(
+            self,
+            Subject::Battery | Subject::BatteryCharged | Subject::BatteryDischarged
+        )
+    }
+}
+
+/// The kind of a device behind the Envoy that has topics of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeviceKind {
+    /// One IQ Battery: `P/S/battery/{serial}/…`.
+    Battery,
+    /// One microinverter: `P/S/inverter/{serial}/…`.
+    Inverter,
+    /// One dry-contact relay of the IQ System Controller: `P/S/relay/{id}/state`.
+    Relay,
+}
+
+impl DeviceKind {
+    pub const fn word(self) -> &'static str {
+        match self {
+            DeviceKind::Battery => "battery",
+            DeviceKind::Inverter => "inverter",
+            DeviceKind::Relay => "relay",
+        }
+    }
+}
+
+/// A device behind the Envoy, by its serial: 1 to 24 ASCII letters and digits, so that it
+/// is safe in a topic (no `/`, `+`, `#`) and in an entity id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeviceKey {
+    pub kind: DeviceKind,
+    serial: [u8; 24],
+    len: u8,
+}
+
+impl DeviceKey {
+    /// `None` for a serial that is empty, longer than 24 or not letters and digits.
+    pub fn new(kind: DeviceKind, serial: &str) -> Option<DeviceKey> {
+        let ok =
+            (1..=24).contains(&serial.len()) && serial.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return None;
+        }
+        let mut bytes = [0; 24];
+        bytes[..serial.len()].copy_from_slice(serial.as_bytes());
+        Some(DeviceKey {
+            kind,
+            serial: bytes,
+            len: serial.len() as u8,
+        })
+    }
+
+    pub fn serial(&self) -> &str {
+        // Only ASCII was copied in.
+        std::str::from_utf8(&self.serial[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+/// The fields of each device in `items` (`fields` of its key and the item), and the serials
+/// left out for not being safe in a topic.
+pub fn per_device<T>(
+    kind: DeviceKind,
+    items: &[T],
+    serial: impl Fn(&T) -> &str,
+    fields: impl Fn(DeviceKey, &T) -> Vec<Field>,
+) -> (Vec<Field>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut unsafe_serials = Vec::new();
+    for item in items {
+        match DeviceKey::new(kind, serial(item)) {
+            Some(key) => out.extend(fields(key, item)),
+            None => unsafe_serials.push(serial(item).to_string()),
+        }
+    }
+    (out, unsafe_serials)
+}
+
 /// The off-peak (HC) or peak (HP) part of a day's energy, with `OFFPEAK_HOURS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -96,6 +213,53 @@ pub enum Measure {
     Year,
     /// `max_power`, W: the day's peak (grid import).
     Peak,
+    /// `_soc`, %: state of charge.
+    Soc,
+    /// `_available_wh`, Wh: the energy stored now.
+    Available,
+    /// `_capacity_wh`, Wh: the usable capacity.
+    Capacity,
+    /// `_reserve_soc`, %: the configured backup reserve.
+    ReserveSoc,
+    /// `_reserve_wh`, Wh: the energy the backup reserve holds.
+    Reserve,
+    /// `grid_status`: `on-grid` or `off-grid` (the value is the index in [`Measure::states`]).
+    GridStatus,
+    /// `storage_mode`: `backup`, `self-consumption` or `economy`.
+    StorageMode,
+    /// `charge_from_grid`: 1 or 0.
+    ChargeFromGrid,
+    /// `temperature`, °C.
+    Temperature,
+    /// `last_report`, Unix seconds: when a device last reported to the Envoy.
+    LastReport,
+    /// `wMax`, W: a microinverter's highest power.
+    MaxPower,
+    /// `dc_voltage`, `dc_current`, `ac_voltage`, `ac_current`: V and A.
+    DcVoltage,
+    DcCurrent,
+    AcVoltage,
+    AcCurrent,
+    /// `frequency`, Hz.
+    Frequency,
+    /// `whToday`, Wh: a microinverter's energy today.
+    WhToday,
+    /// `generator_running`: 1 or 0.
+    GeneratorRunning,
+    /// A relay's `state`: `open` or `closed`.
+    RelayState,
+}
+
+impl Measure {
+    /// The words of a measure whose value is one of a few states; its value is their index.
+    pub const fn states(self) -> Option<&'static [&'static str]> {
+        match self {
+            Measure::GridStatus => Some(&["off-grid", "on-grid"]),
+            Measure::StorageMode => Some(&["backup", "self-consumption", "economy"]),
+            Measure::RelayState => Some(&["open", "closed"]),
+            _ => None,
+        }
+    }
 }
 
 /// The unit of a field, for JSON payloads and discovery.
@@ -106,6 +270,10 @@ pub enum Unit {
     Ampere,
     WattHour,
     KiloWattHour,
+    Percent,
+    Celsius,
+    Second,
+    Hertz,
     /// Power factor, on/off flags, times.
     None,
 }
@@ -118,6 +286,10 @@ impl Unit {
             Unit::Ampere => Some("A"),
             Unit::WattHour => Some("Wh"),
             Unit::KiloWattHour => Some("kWh"),
+            Unit::Percent => Some("%"),
+            Unit::Celsius => Some("°C"),
+            Unit::Second => Some("s"),
+            Unit::Hertz => Some("Hz"),
             Unit::None => None,
         }
     }
@@ -140,46 +312,100 @@ pub enum Quantity {
     EnergyClosed,
     /// A reference kept for the ledger's users, not a value to show.
     Reference,
+    /// A battery's state of charge.
+    Charge,
+    /// Energy held in storage now.
+    EnergyStored,
+    /// One of the measure's [`Measure::states`].
+    State,
+    Temperature,
+    /// A time, in Unix seconds.
+    Time,
+    Frequency,
 }
 
 /// One value, as published under `P/S/`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Field {
-    pub flow: Flow,
+    pub of: Subject,
     pub measure: Measure,
     /// The phase (1-3) of a per-phase value.
     pub phase: Option<u8>,
+    /// The device behind the Envoy it is about, if one (`P/S/battery/{serial}/soc`).
+    pub device: Option<DeviceKey>,
     pub value: f64,
 }
 
 impl Field {
-    pub fn new(flow: Flow, measure: Measure, value: f64) -> Field {
+    pub fn new(of: impl Into<Subject>, measure: Measure, value: f64) -> Field {
         Field {
-            flow,
+            of: of.into(),
             measure,
             phase: None,
+            device: None,
             value,
         }
     }
 
-    /// Whether this is `flow`'s `measure` over all phases.
-    pub fn is(&self, flow: Flow, measure: Measure) -> bool {
-        self.flow == flow && self.measure == measure && self.phase.is_none()
+    /// A state of `measure` (one of its [`Measure::states`]), by its word; `None` for a word
+    /// it does not have.
+    pub fn state(of: Subject, measure: Measure, word: &str) -> Option<Field> {
+        let index = measure.states()?.iter().position(|s| *s == word)?;
+        Some(Field::new(of, measure, index as f64))
+    }
+
+    /// The word of a state field.
+    pub fn word(&self) -> Option<&'static str> {
+        let states = self.measure.states()?;
+        states.get(self.value as usize).copied()
+    }
+
+    /// `measure` of the device `key`.
+    pub fn of_device(
+        key: DeviceKey,
+        of: impl Into<Subject>,
+        measure: Measure,
+        value: f64,
+    ) -> Field {
+        Field {
+            device: Some(key),
+            ..Field::new(of, measure, value)
+        }
+    }
+
+    /// Whether this is the `measure` of `of` over all phases, for the whole system.
+    pub fn is(&self, of: impl Into<Subject>, measure: Measure) -> bool {
+        self.of == of.into()
+            && self.measure == measure
+            && self.phase.is_none()
+            && self.device.is_none()
+    }
+
+    /// The house's flow it is about, if it is about one.
+    pub fn flow(&self) -> Option<Flow> {
+        match self.of {
+            Subject::Flow(flow) => Some(flow),
+            _ => None,
+        }
     }
 
     /// Whether it belongs to the energy tree (`P/S/production/daily`, `P/S/max_power`)
     /// rather than under `P/S/data/`.
     pub fn in_tree(&self) -> bool {
-        matches!(
-            self.measure,
-            Measure::Daily(_) | Measure::Month | Measure::Year | Measure::Peak
-        )
+        self.device.is_some()
+            || matches!(
+                self.measure,
+                Measure::Daily(_) | Measure::Month | Measure::Year | Measure::Peak
+            )
     }
 
     /// Its name: `prod_eim_wNow_l1` under `data/`, or its path in the energy tree
     /// (`import/daily/hc`, `max_power`).
     pub fn name(&self) -> String {
-        let tree = self.flow.tree().unwrap_or_default();
+        if let Some(d) = self.device {
+            return format!("{}/{}/{}", d.kind.word(), d.serial(), self.suffix());
+        }
+        let tree = self.flow().and_then(Flow::tree).unwrap_or_default();
         let period = match self.measure {
             Measure::Daily(None) => "daily",
             Measure::Daily(Some(Part::OffPeak)) => "daily/hc",
@@ -188,11 +414,15 @@ impl Field {
             Measure::Year => "year",
             Measure::Peak => return "max_power".into(),
             _ => {
-                let stem = self.flow.stem();
-                let suffix = self.suffix();
+                let (stem, suffix) = (self.of.stem(), self.suffix());
+                let name = if stem.is_empty() {
+                    suffix.to_string()
+                } else {
+                    format!("{stem}_{suffix}")
+                };
                 return match self.phase {
-                    Some(n) => format!("{stem}_{suffix}_l{n}"),
-                    None => format!("{stem}_{suffix}"),
+                    Some(n) => format!("{name}_l{n}"),
+                    None => name,
                 };
             }
         };
@@ -215,6 +445,25 @@ impl Field {
             Measure::Midnight => "whLifetime_00h",
             Measure::Today => "today",
             Measure::Yesterday => "yesterday",
+            Measure::Soc => "soc",
+            Measure::Available => "available_wh",
+            Measure::Capacity => "capacity_wh",
+            Measure::ReserveSoc => "reserve_soc",
+            Measure::Reserve => "reserve_wh",
+            Measure::GridStatus => "grid_status",
+            Measure::StorageMode => "storage_mode",
+            Measure::ChargeFromGrid => "charge_from_grid",
+            Measure::Temperature => "temperature",
+            Measure::LastReport => "last_report",
+            Measure::MaxPower => "wMax",
+            Measure::DcVoltage => "dc_voltage",
+            Measure::DcCurrent => "dc_current",
+            Measure::AcVoltage => "ac_voltage",
+            Measure::AcCurrent => "ac_current",
+            Measure::Frequency => "frequency",
+            Measure::WhToday => "whToday",
+            Measure::GeneratorRunning => "generator_running",
+            Measure::RelayState => "state",
             Measure::Daily(_) | Measure::Month | Measure::Year | Measure::Peak => "",
         }
     }
@@ -233,12 +482,29 @@ impl Field {
             Measure::Power | Measure::Peak => Unit::Watt,
             Measure::Voltage | Measure::RmsVoltage => Unit::Volt,
             Measure::Current | Measure::RmsCurrent => Unit::Ampere,
-            Measure::PowerFactor | Measure::Active => Unit::None,
+            Measure::PowerFactor
+            | Measure::Active
+            | Measure::GridStatus
+            | Measure::StorageMode
+            | Measure::ChargeFromGrid
+            | Measure::GeneratorRunning
+            | Measure::RelayState => Unit::None,
             Measure::Lifetime
             | Measure::EnvoyToday
             | Measure::Midnight
             | Measure::Today
-            | Measure::Yesterday => Unit::WattHour,
+            | Measure::Yesterday
+            | Measure::Available
+            | Measure::Capacity
+            | Measure::Reserve => Unit::WattHour,
+            Measure::Soc | Measure::ReserveSoc => Unit::Percent,
+            Measure::Temperature => Unit::Celsius,
+            Measure::LastReport => Unit::Second,
+            Measure::MaxPower => Unit::Watt,
+            Measure::DcVoltage | Measure::AcVoltage => Unit::Volt,
+            Measure::DcCurrent | Measure::AcCurrent => Unit::Ampere,
+            Measure::Frequency => Unit::Hertz,
+            Measure::WhToday => Unit::WattHour,
             Measure::LifetimeKwh | Measure::Daily(_) | Measure::Month | Measure::Year => {
                 Unit::KiloWattHour
             }
@@ -251,11 +517,23 @@ impl Field {
             Measure::Voltage | Measure::RmsVoltage => Quantity::Voltage,
             Measure::Current | Measure::RmsCurrent => Quantity::Current,
             Measure::PowerFactor => Quantity::PowerFactor,
-            Measure::Active => Quantity::Flag,
+            Measure::Active | Measure::ChargeFromGrid | Measure::GeneratorRunning => Quantity::Flag,
+            Measure::GridStatus | Measure::StorageMode | Measure::RelayState => Quantity::State,
+            Measure::Temperature => Quantity::Temperature,
+            Measure::LastReport => Quantity::Time,
+            Measure::MaxPower => Quantity::Power,
+            Measure::DcVoltage | Measure::AcVoltage => Quantity::Voltage,
+            Measure::DcCurrent | Measure::AcCurrent => Quantity::Current,
+            Measure::Frequency => Quantity::Frequency,
+            Measure::WhToday => Quantity::EnergyIncreasing,
             Measure::Midnight => Quantity::Reference,
             Measure::Yesterday => Quantity::EnergyClosed,
             // Import less export, and its share of today: they go down when exporting.
-            Measure::Lifetime | Measure::LifetimeKwh | Measure::Today if self.flow == Flow::Net => {
+            Measure::Soc | Measure::ReserveSoc => Quantity::Charge,
+            Measure::Available | Measure::Capacity | Measure::Reserve => Quantity::EnergyStored,
+            Measure::Lifetime | Measure::LifetimeKwh | Measure::Today
+                if self.of == Subject::Flow(Flow::Net) =>
+            {
                 Quantity::EnergyTotal
             }
             Measure::Lifetime
@@ -294,6 +572,13 @@ mod tests {
             (Field::new(Flow::Import, Measure::Daily(Some(Part::OffPeak)), 0.0), "import/daily/hc", Unit::KiloWattHour, Quantity::EnergyIncreasing),
             (Field::new(Flow::Export, Measure::Month, 0.0), "export/month", Unit::KiloWattHour, Quantity::EnergyIncreasing),
             (Field::new(Flow::Import, Measure::Peak, 0.0), "max_power", Unit::Watt, Quantity::Power),
+            (Field::new(Subject::Battery, Measure::Power, 0.0), "data/battery_wNow", Unit::Watt, Quantity::Power),
+            (Field::new(Subject::Battery, Measure::Soc, 0.0), "data/battery_soc", Unit::Percent, Quantity::Charge),
+            (Field::new(Subject::Battery, Measure::Available, 0.0), "data/battery_available_wh", Unit::WattHour, Quantity::EnergyStored),
+            (Field::new(Subject::Battery, Measure::ReserveSoc, 0.0), "data/battery_reserve_soc", Unit::Percent, Quantity::Charge),
+            (Field::new(Subject::BatteryCharged, Measure::LifetimeKwh, 0.0), "data/battery_charged_kwhLifetime", Unit::KiloWattHour, Quantity::EnergyIncreasing),
+            (Field::new(Subject::System, Measure::GridStatus, 1.0), "data/grid_status", Unit::None, Quantity::State),
+            (Field::new(Subject::System, Measure::ChargeFromGrid, 0.0), "data/charge_from_grid", Unit::None, Quantity::Flag),
         ];
         for (field, path, unit, quantity) in cases {
             assert_eq!(
@@ -301,5 +586,28 @@ mod tests {
                 (path, unit, quantity)
             );
         }
+        let unit = DeviceKey::new(DeviceKind::Battery, "12345678901006").unwrap();
+        let soc = Field::of_device(unit, Subject::Battery, Measure::Soc, 21.0);
+        assert_eq!(
+            (soc.path().as_str(), soc.unit()),
+            ("battery/12345678901006/soc", Unit::Percent)
+        );
+        let t = Field::of_device(unit, Subject::Battery, Measure::Temperature, 12.0);
+        assert_eq!(
+            (t.name().as_str(), t.unit().symbol()),
+            ("battery/12345678901006/temperature", Some("°C"))
+        );
+        for bad in ["", "12/34", "a+b", "#", "x".repeat(25).as_str(), "sérial"] {
+            assert_eq!(DeviceKey::new(DeviceKind::Battery, bad), None, "{bad}");
+        }
+        let mode = Field::state(Subject::System, Measure::StorageMode, "economy").unwrap();
+        assert_eq!(
+            (mode.name().as_str(), mode.word()),
+            ("storage_mode", Some("economy"))
+        );
+        assert_eq!(
+            Field::state(Subject::System, Measure::StorageMode, "savings"),
+            None
+        );
     }
 }

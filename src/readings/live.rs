@@ -1,29 +1,33 @@
-//! The live values of a raw tick: the three powers a CT measures, as plain numbers, so
+//! The live values of a raw tick: the powers the CTs measure, as plain numbers, so
 //! that a raw tick allocates nothing for them. Pure.
 
-use super::field::{Field, Flow, Measure};
+use super::field::{Field, Flow, Measure, Subject};
 use super::snapshot::Snapshot;
 
-/// The flows of the live powers, in the order they are published.
-pub const LIVE_FLOWS: [Flow; 3] = [Flow::Production, Flow::Net, Flow::Consumption];
+/// What the live powers are of, in the order they are published.
+pub const LIVE: [Subject; 4] = [
+    Subject::Flow(Flow::Production),
+    Subject::Flow(Flow::Net),
+    Subject::Flow(Flow::Consumption),
+    Subject::Battery,
+];
 
-/// The `raw` values: the three powers a CT measures, from one readings request (W), each
+/// The `raw` values: the powers the CTs measure, from one readings request (W), each
 /// `None` where the Envoy has no CT for it. Plain numbers, so that a raw tick allocates
 /// nothing for them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Live {
-    /// Production, consumption from the grid (net, negative when exporting), and the
-    /// house's whole consumption: [`LIVE_FLOWS`] in this order.
-    pub watts: [Option<f64>; 3],
+    /// Production, consumption from the grid (net, negative when exporting), the house's
+    /// whole consumption, and the batteries' power (> 0 discharging): [`LIVE`] in this order.
+    pub watts: [Option<f64>; 4],
 }
 
 impl Live {
-    /// The values there are, as power fields, in [`LIVE_FLOWS`] order.
+    /// The values there are, as power fields, in [`LIVE`] order.
     pub fn values(&self) -> impl Iterator<Item = Field> + '_ {
-        LIVE_FLOWS
-            .iter()
+        LIVE.iter()
             .zip(&self.watts)
-            .filter_map(|(flow, w)| w.map(|w| Field::new(*flow, Measure::Power, w)))
+            .filter_map(|(of, w)| w.map(|w| Field::new(*of, Measure::Power, w)))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -45,6 +49,6 @@ pub fn live(s: &Snapshot) -> Live {
         (None, None, _) => (None, None),
     };
     Live {
-        watts: [prod, net, all],
+        watts: [prod, net, all, s.storage.as_ref().map(|b| b.power)],
     }
 }

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub production: Option<Ct>,
     pub net: Option<Ct>,
     pub total: Option<Ct>,
+    /// The batteries' CT.
+    pub storage: Option<Ct>,
     pub inverters: Option<Inverters>,
     /// Where production came from (`None`: a raw tick, or nothing measures it).
     pub source: Option<Source>,
@@ -56,6 +58,7 @@ pub fn snapshot(
             Role::Production => &mut snap.production,
             Role::NetConsumption => &mut snap.net,
             Role::TotalConsumption => &mut snap.total,
+            Role::Storage => &mut snap.storage,
             Role::Other => continue,
         };
         *slot = Some(ct(reading, meter.phases));

@@ -111,6 +111,7 @@ fn envoy_report(config: &Config, out: &mut String) -> Result<()> {
         );
     }
     let snap = feeds.data(&mut envoy)?;
+    ensemble_report(&mut feeds, &mut envoy, out);
     if let Some(source) = snap.source {
         let _ = writeln!(out, "  production: from {}", source.describe());
     }
@@ -137,4 +138,41 @@ pub fn check_broker(config: &Config) -> Result<String> {
         config.mqtt.port,
         if config.mqtt.tls { " (TLS)" } else { "" }
     ))
+}
+
+/// What the ensemble has, the grid status, the batteries' aggregate and the storage
+/// settings, for `--check`. A failure is a line of the report, not a failed check: the
+/// meters are what the bridge needs.
+fn ensemble_report(feeds: &mut Feeds, envoy: &mut Envoy, out: &mut String) {
+    let grid = match feeds.inventory(envoy) {
+        Ok(grid) => grid,
+        Err(e) => {
+            let _ = writeln!(out, "  ensemble: not read ({e})");
+            return;
+        }
+    };
+    let Some(ensemble) = feeds.ensemble() else {
+        let _ = writeln!(out, "  ensemble: none (firmware before 7)");
+        return;
+    };
+    let _ = writeln!(out, "  ensemble: {}", ensemble.describe());
+    let read = [
+        ("batteries", feeds.battery(envoy)),
+        ("storage settings", feeds.storage(envoy)),
+    ];
+    for (what, fields) in [("grid", Ok(grid))].into_iter().chain(read) {
+        match fields {
+            Ok(fields) => {
+                for f in fields {
+                    let number = || payload::number(f.value).to_string();
+                    let value = f.word().map_or_else(number, str::to_string);
+                    let unit = f.unit().symbol().unwrap_or("");
+                    let _ = writeln!(out, "    {:<22} {value} {unit}", f.name());
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "    {what}: not read ({e})");
+            }
+        }
+    }
 }

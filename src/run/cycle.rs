@@ -4,8 +4,10 @@
 //! messages. Each run adds what only it sends (the Envoy's availability, the live values,
 //! the status with its next poll).
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use super::schedule::Feed;
 use crate::envoy::Envoy;
 use crate::error::Result;
 use crate::homeassistant::{self, Device};
@@ -15,14 +17,31 @@ use crate::readings::{self, Field, Snapshot};
 use crate::settings::Config;
 use crate::topics::{Composer, Health};
 
+/// The feeds whose fields are entities, each announced with the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    /// The data poll's fields and the ledger's.
+    Data,
+    /// A side feed's (the inventory, the batteries, the microinverters…).
+    Feed(Feed),
+    /// Every side feed of a `--once` run.
+    Side,
+}
+
 /// Home Assistant's discovery as the runs send it: at the first poll, then again only when
-/// the entities change or it is asked for.
+/// the entities change or it is asked for. Every feed's entities go out together, so that
+/// the record of what was announced stays whole.
 pub struct Announcer {
     /// `None` with `HA_DISCOVERY=false`.
     device: Option<Device>,
     state_dir: std::path::PathBuf,
+    /// Each group's latest fields.
+    groups: BTreeMap<Group, Vec<Field>>,
     /// The names of the entities last announced; `None`: announce at the next poll.
     announced: Option<Vec<String>>,
+    /// The config payloads last sent, by topic: when a feed adds entities, only theirs go
+    /// out (and the removals), not every config again after the data.
+    sent: BTreeMap<String, String>,
 }
 
 impl Announcer {
@@ -35,36 +54,58 @@ impl Announcer {
         Announcer {
             device,
             state_dir: config.state_dir.clone(),
+            groups: BTreeMap::new(),
             announced: None,
+            sent: BTreeMap::new(),
         }
     }
 
     /// Takes a reloaded `config` (and the Envoy, which may be new): what was announced is
     /// still known.
     pub fn configure(&mut self, config: &Config, envoy: &Envoy) {
-        let announced = self.announced.take();
+        let (announced, groups) = (self.announced.take(), std::mem::take(&mut self.groups));
+        let sent = std::mem::take(&mut self.sent);
         *self = Announcer {
             announced,
+            groups,
+            sent,
             ..Announcer::new(config, envoy, None)
         };
     }
 
-    /// The discovery goes out again at the next poll.
-    pub fn again(&mut self) {
-        self.announced = None;
+    /// Takes `group`'s fields, to be announced with the next announcement.
+    pub fn set(&mut self, group: Group, fields: &[Field]) {
+        self.groups.insert(group, fields.to_vec());
     }
 
-    /// The configs of `entities` if they are not the ones last announced.
-    fn announce(&mut self, entities: &[Field]) -> Vec<Message> {
+    /// The discovery goes out again, every config of it, at the next poll.
+    pub fn again(&mut self) {
+        self.announced = None;
+        self.sent.clear();
+    }
+
+    /// Takes `group`'s fields; the configs of every group's entities if they are not the
+    /// ones last announced.
+    pub fn announce(&mut self, group: Group, fields: &[Field]) -> Vec<Message> {
+        self.set(group, fields);
+        let entities: Vec<Field> = self.groups.values().flatten().copied().collect();
         let names: Vec<String> = entities.iter().map(Field::name).collect();
         if self.announced.as_ref() == Some(&names) {
             return Vec::new();
         }
         self.announced = Some(names);
-        match &self.device {
-            Some(device) => homeassistant::announce(device, &self.state_dir, entities),
-            None => Vec::new(),
+        let Some(device) = &self.device else {
+            return Vec::new();
+        };
+        let all = homeassistant::announce(device, &self.state_dir, &entities);
+        let new: Vec<Message> = all
+            .into_iter()
+            .filter(|m| self.sent.get(&m.topic) != Some(&m.payload))
+            .collect();
+        for m in &new {
+            self.sent.insert(m.topic.clone(), m.payload.clone());
         }
+        new
     }
 }
 
@@ -95,7 +136,7 @@ pub fn publish(
     }
     let mut entities = fields.clone();
     entities.extend(store.fields());
-    let discovery = announcer.announce(&entities);
+    let discovery = announcer.announce(Group::Data, &entities);
     let mut values = p.data(&fields, now);
     values.extend(store.messages(p, now));
     Ok(Published { discovery, values })

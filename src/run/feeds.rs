@@ -4,16 +4,22 @@
 //! polls (the meter list, read again hourly or after an unknown eid) and what they have
 //! told the log once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::envoy::Envoy;
+use crate::envoy::api::ensemble::{self, Inventory};
+use crate::envoy::api::inverters;
+use crate::envoy::api::tariff;
 use crate::envoy::api::{Inverters, Meter, MeterReading, V1, meters, production, readings_scan};
 use crate::error::{Error, Result};
-use crate::readings::{self, Snapshot, Source, source};
+use crate::readings::inverters as inverter_fields;
+use crate::readings::{self, Field, Snapshot, Source, battery, source, system};
 
 /// How long the meter list is trusted before it is read again.
 const METERS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// An endpoint this Envoy does not have is tried again after this long.
+const ABSENT_RETRY: Duration = Duration::from_secs(3600);
 
 /// What the feeds keep between polls.
 #[derive(Debug, Default)]
@@ -23,6 +29,56 @@ pub struct Feeds {
     told_unmetered: bool,
     told_source: Option<Source>,
     told_unwired: bool,
+    /// The ensemble's inventory and the AC Batteries reporting, as last read.
+    ensemble: Option<Ensemble>,
+    /// Endpoints this Envoy does not have, and when to try each again.
+    absent: BTreeMap<&'static str, Instant>,
+    /// Serials not safe in a topic, said once.
+    told_serials: BTreeSet<String>,
+    /// Whether the last data poll read a storage CT (then the batteries' power is its).
+    storage_ct: bool,
+    /// Each microinverter's last report time, as last published.
+    reports: BTreeMap<String, f64>,
+    /// The AC Batteries reporting in `/production.json`, and when they were counted.
+    acb: Option<(u64, Instant)>,
+}
+
+/// What a side feed read: every field it has (the entities), and those to publish (for the
+/// microinverters, only those whose report changed since the last poll).
+#[derive(Debug, Default)]
+pub struct SideRead {
+    pub all: Vec<Field>,
+    pub changed: Vec<Field>,
+}
+
+/// The batteries, controller and collar a system has.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ensemble {
+    pub inventory: Inventory,
+    /// AC Batteries reporting in `/production.json`.
+    pub acb: u64,
+}
+
+impl Ensemble {
+    fn has_batteries(&self) -> bool {
+        self.inventory.batteries > 0 || self.acb > 0
+    }
+
+    /// How `--check` and the log say it.
+    pub fn describe(&self) -> String {
+        let i = &self.inventory;
+        let mut parts = vec![
+            format!("{} IQ Batteries", i.batteries),
+            format!("{} AC Batteries", self.acb),
+        ];
+        if i.controller {
+            parts.push("an IQ System Controller".into());
+        }
+        if i.collar {
+            parts.push("an IQ Meter Collar".into());
+        }
+        parts.join(", ")
+    }
 }
 
 impl Feeds {
@@ -178,6 +234,7 @@ impl Feeds {
         let (inverters, source) = self.production(envoy, &meters)?;
         let mut snap = readings::snapshot(&meters, &readings, inverters);
         snap.source = source;
+        self.storage_ct = snap.storage.is_some();
         self.note_unknown(&snap);
         self.note_unwired(&snap);
         if snap.production.is_none() && snap.inverters.is_none() {
@@ -207,5 +264,196 @@ impl Feeds {
         let snap = readings::snapshot(&meters, &readings, None);
         self.note_unknown(&snap);
         Ok(snap)
+    }
+
+    /// The body of `path` if this Envoy has the endpoint: one it does not have (404, 401 to
+    /// an owner token, an HTML page) is dropped after its first answer, with one log line,
+    /// and tried again hourly. It never fails the poll.
+    fn optional(&mut self, envoy: &mut Envoy, path: &'static str) -> Result<Option<String>> {
+        if self.absent.get(path).is_some_and(|at| Instant::now() < *at) {
+            return Ok(None);
+        }
+        let absent = match envoy.get(path) {
+            Ok(reply) if reply.status == 200 && !reply.body.trim_start().starts_with('<') => {
+                self.absent.remove(path);
+                return Ok(Some(reply.body));
+            }
+            Ok(reply) if matches!(reply.status, 200 | 401 | 403 | 404) => {
+                format!("answered HTTP {}", reply.status)
+            }
+            Ok(reply) => {
+                return Err(Error::Envoy(format!(
+                    "GET {}{path} answered HTTP {}; trying again later",
+                    envoy.url(),
+                    reply.status
+                )));
+            }
+            Err(Error::Token(e)) => e,
+            Err(e) => return Err(e),
+        };
+        if !self.absent.contains_key(path) {
+            log::info!("{path} {absent}: this Envoy does not serve it; asking again every hour");
+        }
+        self.absent.insert(path, Instant::now() + ABSENT_RETRY);
+        Ok(None)
+    }
+
+    /// Reads the ensemble's inventory and the AC Batteries reporting (firmware 7 and
+    /// later); returns the grid status, where a controller or collar tells it. Says in the
+    /// log what it found when that changes.
+    pub fn inventory(&mut self, envoy: &mut Envoy) -> Result<Vec<Field>> {
+        if envoy.info.major() < 7 {
+            return Ok(Vec::new());
+        }
+        let inventory = match self.optional(envoy, "/ivp/ensemble/inventory")? {
+            Some(body) => ensemble::inventory(&body).map_err(Error::Envoy)?,
+            None => Inventory::default(),
+        };
+        // AC Batteries are counted hourly, even where the inventory is read every minute.
+        let acb = match self.acb {
+            Some((count, at)) if at.elapsed() < ABSENT_RETRY => count,
+            _ => {
+                let count = match self.optional(envoy, "/production.json")? {
+                    Some(body) => production::acb_count(&body).map_err(Error::Envoy)?,
+                    None => 0,
+                };
+                self.acb = Some((count, Instant::now()));
+                count
+            }
+        };
+        let found = Ensemble { inventory, acb };
+        let mut fields = system::grid(&found.inventory);
+        let (units, unsafe_serials) = battery::units(&found.inventory.units);
+        self.tell_unsafe(unsafe_serials);
+        fields.extend(units);
+        // The grid status changes; what the ensemble has does not: said when it changes.
+        let what = |e: &Ensemble| (e.describe(), e.inventory.batteries, e.acb);
+        if self.ensemble.as_ref().map(what) != Some(what(&found)) {
+            log::info!("ensemble: {}", found.describe());
+        }
+        self.ensemble = Some(found);
+        Ok(fields)
+    }
+
+    /// Says once that a device's serial is left out for not being safe in a topic.
+    fn tell_unsafe(&mut self, serials: Vec<String>) {
+        for serial in serials {
+            if self.told_serials.insert(serial.clone()) {
+                log::warn!(
+                    "a device's serial {serial:?} is not 1 to 24 letters and digits: not safe in a topic, left out"
+                );
+            }
+        }
+    }
+
+    /// Each IQ Battery's power and state of charge (`/ivp/ensemble/power`), and their sum
+    /// as the batteries' power where no storage CT measures it; nothing, and no request,
+    /// without IQ Batteries.
+    pub fn battery_power(&mut self, envoy: &mut Envoy) -> Result<Vec<Field>> {
+        if self
+            .ensemble
+            .as_ref()
+            .is_none_or(|e| e.inventory.batteries == 0)
+        {
+            return Ok(Vec::new());
+        }
+        let Some(body) = self.optional(envoy, "/ivp/ensemble/power")? else {
+            return Ok(Vec::new());
+        };
+        let units = ensemble::power(&body).map_err(Error::Envoy)?;
+        let (fields, unsafe_serials) = battery::power(&units, self.storage_ct);
+        self.tell_unsafe(unsafe_serials);
+        Ok(fields)
+    }
+
+    /// The storage settings (`/admin/lib/tariff`); nothing, and no request, on a system
+    /// without batteries.
+    pub fn storage(&mut self, envoy: &mut Envoy) -> Result<Vec<Field>> {
+        if !self.ensemble.as_ref().is_some_and(Ensemble::has_batteries) {
+            return Ok(Vec::new());
+        }
+        let Some(body) = self.optional(envoy, "/admin/lib/tariff")? else {
+            return Ok(Vec::new());
+        };
+        let settings = tariff::storage_settings(&body).map_err(Error::Envoy)?;
+        Ok(settings.map_or_else(Vec::new, |s| system::storage(&s)))
+    }
+
+    /// What the last inventory found, if one was read.
+    pub fn ensemble(&self) -> Option<&Ensemble> {
+        self.ensemble.as_ref()
+    }
+
+    /// The batteries as one (`/ivp/ensemble/secctrl`); nothing, and no request, on a
+    /// system without batteries.
+    pub fn battery(&mut self, envoy: &mut Envoy) -> Result<Vec<Field>> {
+        let Some(e) = self.ensemble.clone().filter(Ensemble::has_batteries) else {
+            return Ok(Vec::new());
+        };
+        let Some(body) = self.optional(envoy, "/ivp/ensemble/secctrl")? else {
+            return Ok(Vec::new());
+        };
+        let s = ensemble::secctrl(&body).map_err(Error::Envoy)?;
+        Ok(battery::aggregate(e.inventory.batteries, e.acb, &s))
+    }
+
+    /// Each microinverter: `/ivp/pdm/device_data` where it answers with all of them, else
+    /// `/api/v1/production/inverters`. The inverters report every 5 minutes; those whose
+    /// report did not change are not published again.
+    pub fn each_inverter(&mut self, envoy: &mut Envoy) -> Result<SideRead> {
+        let detailed = match self.optional(envoy, "/ivp/pdm/device_data")? {
+            Some(body) => inverters::device_data(&body).map_err(Error::Envoy)?,
+            None => None,
+        };
+        let list = match detailed {
+            Some(list) => list,
+            None => match self.optional(envoy, "/api/v1/production/inverters")? {
+                Some(body) => inverters::v1(&body).map_err(Error::Envoy)?,
+                None => return Ok(SideRead::default()),
+            },
+        };
+        let (all, unsafe_serials) = inverter_fields::fields(&list);
+        self.tell_unsafe(unsafe_serials);
+        let changed = inverter_fields::changed(&self.reports, &list, &all);
+        self.reports = list
+            .iter()
+            .map(|i| (i.serial.clone(), i.last_report))
+            .collect();
+        Ok(SideRead { all, changed })
+    }
+
+    /// Whether the last inventory listed an IQ System Controller.
+    fn has_controller(&self) -> bool {
+        self.ensemble
+            .as_ref()
+            .is_some_and(|e| e.inventory.controller)
+    }
+
+    /// `generator_running` (`/ivp/ensemble/generator`), where an IQ System Controller has a
+    /// generator; nothing, and no request, without a controller.
+    pub fn generator(&mut self, envoy: &mut Envoy) -> Result<Vec<Field>> {
+        if !self.has_controller() {
+            return Ok(Vec::new());
+        }
+        let Some(body) = self.optional(envoy, "/ivp/ensemble/generator")? else {
+            return Ok(Vec::new());
+        };
+        let running = ensemble::generator(&body).map_err(Error::Envoy)?;
+        Ok(system::generator(running))
+    }
+
+    /// Each dry-contact relay's state (`/ivp/ensemble/dry_contacts`); nothing, and no
+    /// request, without an IQ System Controller.
+    pub fn relays(&mut self, envoy: &mut Envoy) -> Result<Vec<Field>> {
+        if !self.has_controller() {
+            return Ok(Vec::new());
+        }
+        let Some(body) = self.optional(envoy, "/ivp/ensemble/dry_contacts")? else {
+            return Ok(Vec::new());
+        };
+        let relays = ensemble::dry_contacts(&body).map_err(Error::Envoy)?;
+        let (fields, unsafe_ids) = system::relays(&relays);
+        self.tell_unsafe(unsafe_ids);
+        Ok(fields)
     }
 }

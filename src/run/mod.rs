@@ -1,6 +1,6 @@
 //! The runs: the service ([`service`]: the loop, its feed table in [`schedule`]), `--once`
 //! ([`once`]), the poll → publish cycle both share ([`cycle`]), the feeds that poll the
-//! Envoy ([`feeds`]), the broker as they open it ([`broker`]), and the reports
+//! Envoy ([`feeds`]) and the side feeds' back-off ([`side`]), the broker as they open it ([`broker`]), and the reports
 //! `--check` ([`check`]) and `--diagnose` ([`diagnose`]).
 
 pub mod broker;
@@ -11,3 +11,4 @@ pub mod feeds;
 pub mod once;
 pub mod schedule;
 pub mod service;
+pub mod side;

@@ -23,24 +23,51 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 /// What a row of the table polls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Feed {
     /// The data poll: the meter list, the readings and production. Its readings also feed
     /// the raw topics, so a raw tick due with it is done by it.
     Data,
     /// A raw tick: one readings request, the powers only.
     Readings,
+    /// The ensemble's inventory (which batteries, controller, collar), hourly, or at the
+    /// data period where it tells the grid status; an eighth of a data period after the
+    /// data poll.
+    Inventory,
+    /// The batteries' aggregate (`/ivp/ensemble/secctrl`), at the data period, half a
+    /// period after the data poll.
+    Battery,
+    /// The storage settings (`/admin/lib/tariff`), at the data period, a quarter of a
+    /// period after the data poll.
+    Tariff,
+    /// Each IQ Battery's power (`/ivp/ensemble/power`), at the data period, three quarters
+    /// of a period after the data poll.
+    BatteryPower,
+    /// Each microinverter, every `INVERTER_INTERVAL_SECONDS`, 40 % of a data period after
+    /// the data poll.
+    Inverters,
+    /// The generator (`/ivp/ensemble/generator`), at the data period, ⅝ of it after the
+    /// data poll.
+    Generator,
+    /// The dry-contact relays (`/ivp/ensemble/dry_contacts`), at the data period, ⅞ of it
+    /// after the data poll.
+    Relays,
 }
 
-/// One feed, its period and when it is next due.
+/// How often the inventory is read: batteries are added or removed by an installer.
+pub const INVENTORY_PERIOD: Duration = Duration::from_secs(3600);
+
+/// One feed, its period and when it is next due: ticks at start + offset + n × period.
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
     feed: Feed,
     period: Duration,
+    offset: Duration,
     next: Instant,
 }
 
-/// The feed table of the service: the data poll, and a raw tick when raw topics are on.
+/// The feed table of the service: the data poll, a raw tick when raw topics are on, the
+/// ensemble's inventory and the batteries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
     start: Instant,
@@ -48,16 +75,30 @@ pub struct Table {
 }
 
 impl Table {
-    /// Feeds counted from `start`: the data poll every `data`, raw ticks every `raw`. Both
-    /// are due at `start`, or (`wait`) one period after it.
-    pub fn new(start: Instant, data: Duration, raw: Option<Duration>, wait: bool) -> Table {
-        let row = |feed, period| Row {
+    /// Feeds counted from `start`: the data poll every `data`, raw ticks every `raw`, the
+    /// inventory hourly, the batteries every `data`, half a period after the data poll.
+    /// All are due at `start`, in that order, or (`wait`) at their first tick after it.
+    pub fn new(
+        start: Instant,
+        (data, raw, inverters): (Duration, Option<Duration>, Option<Duration>),
+        wait: bool,
+    ) -> Table {
+        let row = |feed, period, offset| Row {
             feed,
             period,
-            next: if wait { start + period } else { start },
+            offset,
+            next: if wait { start + offset + period } else { start },
         };
-        let mut rows = vec![row(Feed::Data, data)];
-        rows.extend(raw.map(|period| row(Feed::Readings, period)));
+        let zero = Duration::ZERO;
+        let mut rows = vec![row(Feed::Data, data, zero)];
+        rows.extend(raw.map(|period| row(Feed::Readings, period, zero)));
+        rows.push(row(Feed::Inventory, INVENTORY_PERIOD, data / 8));
+        rows.push(row(Feed::Battery, data, data / 2));
+        rows.push(row(Feed::Tariff, data, data / 4));
+        rows.push(row(Feed::BatteryPower, data, data * 3 / 4));
+        rows.extend(inverters.map(|period| row(Feed::Inverters, period, data * 2 / 5)));
+        rows.push(row(Feed::Generator, data, data * 5 / 8));
+        rows.push(row(Feed::Relays, data, data * 7 / 8));
         Table { start, rows }
     }
 
@@ -76,13 +117,34 @@ impl Table {
             .min_by_key(|f| *f != Feed::Data)
     }
 
-    /// `ran` finished at `done`: its row, and a raw tick it did the work of, move to their
-    /// next tick after `done`.
+    /// `ran` finished at `done`: its row, and a raw tick the data poll did the work of,
+    /// move to their next tick after `done`.
     pub fn done(&mut self, ran: Feed, done: Instant) {
         for row in &mut self.rows {
-            if row.feed == ran || ran == Feed::Data {
-                row.next = next_tick(self.start, row.period, done.max(row.next));
+            if row.feed == ran || (ran == Feed::Data && row.feed == Feed::Readings) {
+                let (first, after) = (self.start + row.offset, done.max(row.next));
+                // A run before its first tick (at start) stands in for that tick.
+                row.next = if after < first {
+                    first + row.period
+                } else {
+                    next_tick(first, row.period, after)
+                };
             }
+        }
+    }
+
+    /// `feed` comes every `period` from its next tick on (the inventory, once a
+    /// controller or a collar says the grid status in it): call it before [`Table::done`].
+    pub fn set_period(&mut self, feed: Feed, period: Duration) {
+        for row in self.rows.iter_mut().filter(|r| r.feed == feed) {
+            row.period = period;
+        }
+    }
+
+    /// After `feed` failed on its own: it does not run before `until`; the others go on.
+    pub fn pause_feed(&mut self, feed: Feed, until: Instant) {
+        for row in self.rows.iter_mut().filter(|r| r.feed == feed) {
+            row.next = row.next.max(until);
         }
     }
 
@@ -146,9 +208,24 @@ mod tests {
     fn the_data_poll_runs_first_and_does_the_raw_ticks_work() {
         let start = Instant::now();
         let (secs, ms) = (Duration::from_secs, Duration::from_millis);
-        let mut t = Table::new(start, secs(60), Some(secs(1)), false);
-        assert_eq!(t.due(start), Some(Feed::Data), "both due: the data poll");
+        let mut t = Table::new(start, (secs(60), Some(secs(1)), None), false);
+        assert_eq!(
+            t.due(start),
+            Some(Feed::Data),
+            "all due: the data poll first"
+        );
         t.done(Feed::Data, start + ms(300));
+        let sides = [
+            Feed::Inventory,
+            Feed::Battery,
+            Feed::Tariff,
+            Feed::BatteryPower,
+            Feed::Generator,
+            Feed::Relays,
+        ];
+        for side in sides {
+            t.done(side, start + ms(300));
+        }
         assert_eq!(t.next(Feed::Data), Some(start + secs(60)));
         assert_eq!(
             t.next(Feed::Readings),
@@ -176,7 +253,37 @@ mod tests {
         );
         assert_eq!(t.due(start + secs(8)), Some(Feed::Data));
         // Without raw topics, one row; waiting one period first.
-        let t = Table::new(start, secs(60), None, true);
+        let t = Table::new(start, (secs(60), None, None), true);
         assert_eq!((t.next(Feed::Readings), t.wake()), (None, start + secs(60)));
+    }
+
+    #[test]
+    fn the_batteries_come_half_a_period_after_the_data_poll_and_back_off_alone() {
+        let start = Instant::now();
+        let (secs, ms) = (Duration::from_secs, Duration::from_millis);
+        let mut t = Table::new(start, (secs(60), Some(secs(1)), None), false);
+        t.done(Feed::Data, start + ms(300));
+        assert_eq!(
+            t.due(start + ms(300)),
+            Some(Feed::Inventory),
+            "then the inventory"
+        );
+        t.done(Feed::Inventory, start + ms(400));
+        assert_eq!(
+            t.next(Feed::Inventory),
+            Some(start + ms(7_500) + secs(3600))
+        );
+        assert_eq!(t.due(start + ms(400)), Some(Feed::Battery));
+        t.done(Feed::Battery, start + ms(500));
+        // Half a period off the data poll; the run at start stood in for the tick at 30 s.
+        assert_eq!(t.next(Feed::Battery), Some(start + secs(90)));
+        t.done(Feed::Battery, start + secs(90));
+        assert_eq!(t.next(Feed::Battery), Some(start + secs(150)));
+        // A failing battery endpoint pauses its row only.
+        t.pause_feed(Feed::Battery, start + secs(200));
+        t.done(Feed::Battery, start + secs(150));
+        assert_eq!(t.next(Feed::Battery), Some(start + secs(210)));
+        assert_eq!(t.next(Feed::Readings), Some(start + secs(1)));
+        assert_eq!(t.next(Feed::Data), Some(start + secs(60)));
     }
 }

@@ -9,14 +9,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::broker;
-use super::cycle::{self, Announcer};
+use super::cycle::{self, Announcer, Group};
 use super::feeds::Feeds;
 use super::schedule::{Feed, Table, backoff};
+use super::side::Side;
 use crate::envoy::Envoy;
 use crate::error::{Error, Result};
 use crate::ledger::{Store, store};
 use crate::mqtt::{Message, Output};
-use crate::readings::{self, Snapshot};
+use crate::readings::{self, Field, Snapshot};
 use crate::settings::Config;
 use crate::signal::{SIGNAL_CHECK, Signals};
 use crate::topics::{Command, Composer, LiveMessages, commands};
@@ -60,6 +61,7 @@ struct Service<'a> {
     config: Config,
     envoy: Envoy,
     feeds: Feeds,
+    side: Side,
     out: Box<dyn Output>,
     store: Store,
     dry_run: bool,
@@ -154,6 +156,13 @@ impl Service<'_> {
         self.out.publish(messages)
     }
 
+    /// A side feed's `values`, after the discovery if its `entities` changed.
+    fn publish_values(&mut self, group: Group, entities: &[Field], values: &[Field]) -> Result<()> {
+        let mut messages = self.announcer.announce(group, entities);
+        messages.extend(self.composer.values(values, SystemTime::now()));
+        self.publish(&messages)
+    }
+
     /// `P/S/envoy` when it changes: `online` at a poll that worked, `offline` after
     /// [`ENVOY_DOWN_POLLS`] failed polls in a row.
     fn envoy_state(&mut self, p: &Composer, answered: bool) -> Option<Message> {
@@ -225,6 +234,14 @@ impl Service<'_> {
         let result = match feed {
             Feed::Data => self.poll_data(self.config.raw_interval.is_some()),
             Feed::Readings => self.poll_raw(),
+            side => {
+                let (feeds, envoy) = (&mut self.feeds, &mut self.envoy);
+                let table = (&mut self.table, self.config.data_interval);
+                if let Some(read) = self.side.run(side, feeds, envoy, table)? {
+                    self.publish_values(Group::Feed(side), &read.all, &read.changed)?;
+                }
+                return Ok(true);
+            }
         };
         let done = Instant::now();
         self.stats.polls += 1;
@@ -319,8 +336,7 @@ impl Service<'_> {
         let output_changed = new.mqtt != self.config.mqtt
             || new.ha_discovery != self.config.ha_discovery
             || new.ha_prefix != self.config.ha_prefix;
-        let periods_changed = new.data_interval != self.config.data_interval
-            || new.raw_interval != self.config.raw_interval;
+        let periods_changed = periods(&new) != periods(&self.config);
         log::info!("configuration reloaded");
         if envoy_changed {
             match Envoy::connect(&new) {
@@ -357,13 +373,13 @@ impl Service<'_> {
         self.composer = Composer::new(&self.config, &self.envoy.serial);
         self.announcer.configure(&self.config, &self.envoy);
         let now = Instant::now();
-        let (data, raw) = (self.config.data_interval, self.config.raw_interval);
+        let periods = periods(&self.config);
         if envoy_changed || output_changed {
             // A new Envoy, or new topics: poll now, and send the discovery again.
-            self.table = Table::new(now, data, raw, false);
+            self.table = Table::new(now, periods, false);
             self.announcer.again();
         } else if periods_changed {
-            self.table = Table::new(now, data, raw, true);
+            self.table = Table::new(now, periods, true);
         }
     }
 
@@ -424,13 +440,14 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
     let store = store::load(&config, &composer, out.as_mut(), false, dry_run)?;
     let start = Instant::now();
     let mut service = Service {
-        table: Table::new(start, config.data_interval, config.raw_interval, false),
+        table: Table::new(start, periods(&config), false),
         announcer: Announcer::new(&config, &envoy, None),
         composer,
         live: LiveMessages::default(),
         config,
         envoy,
         feeds: Feeds::default(),
+        side: Side::default(),
         out,
         store,
         dry_run,
@@ -479,6 +496,11 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
             service.command(&topic, &payload);
         }
     }
+}
+
+/// The feed table's periods: data, raw, microinverters.
+fn periods(c: &Config) -> (Duration, Option<Duration>, Option<Duration>) {
+    (c.data_interval, c.raw_interval, c.inverter_interval)
 }
 
 #[cfg(test)]

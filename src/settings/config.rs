@@ -85,6 +85,8 @@ pub struct Config {
     /// `None` when the raw topics are disabled.
     pub raw_interval: Option<Duration>,
     pub data_interval: Duration,
+    /// `None` when the microinverters are not read one by one.
+    pub inverter_interval: Option<Duration>,
     pub ha_discovery: bool,
     pub ha_prefix: String,
     pub offpeak: Vec<offpeak::Window>,

@@ -206,7 +206,7 @@ pub fn interval(
     name: &str,
     value: &str,
     min: Duration,
-    zero_disables: bool,
+    zero_disables: Option<&str>,
 ) -> Result<Option<Duration>> {
     let parsed = match value.parse::<f64>() {
         Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => {
@@ -217,17 +217,19 @@ pub fn interval(
         Ok(_) => None,
         Err(_) => humantime::parse_duration(value).ok(),
     };
-    let fix = if zero_disables {
-        "give seconds (1) or a duration (500ms, 5s); 0 disables the raw topics"
-    } else {
-        "give seconds (60) or a duration (90s, 5m)"
+    let fix = match zero_disables {
+        Some(what) => format!("give seconds (1) or a duration (500ms, 5s); 0 disables {what}"),
+        None => "give seconds (60) or a duration (90s, 5m)".to_string(),
     };
     match parsed {
-        Some(d) if d.is_zero() && zero_disables => Ok(None),
+        Some(d) if d.is_zero() && zero_disables.is_some() => Ok(None),
         Some(d) if d >= min && d <= Duration::from_secs(86_400) => Ok(Some(d)),
         Some(_) => Err(Error::config(
             name,
-            format!("'{value}' is out of range (100ms to 1 day)"),
+            format!(
+                "'{value}' is out of range ({} to 1 day)",
+                humantime::format_duration(min)
+            ),
             fix,
         )),
         None => Err(Error::config(

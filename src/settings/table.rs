@@ -160,6 +160,12 @@ pub const SETTINGS: &[Setting] = &[
         secs(c.data_interval)
     }),
     s(
+        "INVERTER_INTERVAL_SECONDS",
+        "300",
+        "how often each microinverter is read (at least 60); 0 turns it off",
+        |c| c.inverter_interval.map_or("0 (off)".into(), secs),
+    ),
+    s(
         "HA_DISCOVERY",
         "true",
         "Home Assistant MQTT discovery",

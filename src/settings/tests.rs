@@ -439,7 +439,7 @@ fn intervals() {
         ("0", None),
     ];
     for (text, want) in cases {
-        let got = interval("X", text, Duration::from_millis(100), true).unwrap();
+        let got = interval("X", text, Duration::from_millis(100), Some("X")).unwrap();
         assert_eq!(got.map(|d| d.as_millis() as u64), want, "{text}");
     }
     for (text, words) in [
@@ -450,7 +450,7 @@ fn intervals() {
         ("often", "not a duration"),
         ("NaN", "not a duration"),
     ] {
-        let e = interval("X", text, Duration::from_millis(100), true).unwrap_err();
+        let e = interval("X", text, Duration::from_millis(100), Some("X")).unwrap_err();
         assert!(e.to_string().contains(words), "{text}: {e}");
     }
     let e = config(&[("TZ", "Europe/Pariss")]).unwrap_err().to_string();

@@ -22,11 +22,19 @@ impl Sources {
         let envoy = envoy(&v)?;
         let mqtt = mqtt(&v)?;
         let (raw_interval, data_interval) = intervals(&v)?;
+        let inverter_interval = interval(
+            "INVERTER_INTERVAL_SECONDS",
+            &v.text("INVERTER_INTERVAL_SECONDS"),
+            // The microinverters report every 5 minutes: faster only loads the Envoy.
+            Duration::from_secs(60),
+            Some("the per-inverter topics"),
+        )?;
         Ok(Config {
             envoy,
             mqtt,
             raw_interval,
             data_interval,
+            inverter_interval,
             ha_discovery: v.boolean("HA_DISCOVERY")?,
             ha_prefix: topic_level("HA_DISCOVERY_PREFIX", &v.text("HA_DISCOVERY_PREFIX"))?,
             offpeak: offpeak(&v)?,
@@ -223,13 +231,13 @@ fn intervals(v: &Values) -> Result<(Option<Duration>, Duration)> {
         "RAW_DATA_INTERVAL_SECONDS",
         &v.text("RAW_DATA_INTERVAL_SECONDS"),
         min,
-        true,
+        Some("the raw topics"),
     )?;
     let data = interval(
         "DATA_INTERVAL_SECONDS",
         &v.text("DATA_INTERVAL_SECONDS"),
         min,
-        false,
+        None,
     )?
     .expect("zero refused");
     if let Some(raw) = raw.filter(|raw| data < *raw) {

@@ -83,7 +83,7 @@ impl Composer {
             .map(|f| {
                 self.message(
                     self.topic(group, &f.name()),
-                    payload::number(f.value),
+                    value(f),
                     f.unit(),
                     &stamp,
                     retain,
@@ -115,6 +115,24 @@ impl Composer {
     /// `P/S/data/{field}`, retained per `MQTT_RETAIN`, with `timestamp` and `timestamp_text`.
     pub fn data(&self, fields: &[Field], now: SystemTime) -> Vec<Message> {
         self.messages("data", fields, now, self.retain)
+    }
+
+    /// Each field at its path under `P/S/` (`data/battery_soc`), retained per
+    /// `MQTT_RETAIN`: a feed's values, without the data poll's timestamps.
+    pub fn values(&self, fields: &[Field], now: SystemTime) -> Vec<Message> {
+        let stamp = match self.format {
+            Format::Json => zone::utc_time(now),
+            Format::Simple => String::new(),
+        };
+        fields
+            .iter()
+            .map(|f| {
+                let topic = tree::device(&self.prefix, &self.serial, &f.path());
+                let value = value(f);
+                let dated = Dated::default();
+                self.message(topic, value, f.unit(), &stamp, self.retain, dated)
+            })
+            .collect()
     }
 
     /// `P/S/raw/{value}` and `P/S/raw/timestamp`: never retained, live (QoS 0), written
@@ -179,6 +197,14 @@ impl Composer {
     }
 }
 
+/// A field's value in a payload: its word for a state, else its number.
+fn value(f: &Field) -> serde_json::Value {
+    match f.word() {
+        Some(word) => word.into(),
+        None => payload::number(f.value),
+    }
+}
+
 /// The messages of raw ticks, kept from one tick to the next: their topics are built once
 /// (again only when the values present, the prefix or the serial change) and their payloads
 /// rewritten in place, so a raw tick allocates nothing for them.
@@ -187,7 +213,7 @@ pub struct LiveMessages {
     /// What the topics were built for.
     prefix: String,
     serial: String,
-    present: [bool; 3],
+    present: [bool; 4],
     messages: Vec<Message>,
     /// The time as text, for `json` payloads.
     stamp: String,
@@ -268,10 +294,10 @@ pub(crate) mod tests {
     fn live_messages_are_rewritten_in_place() {
         let at = |s| UNIX_EPOCH + Duration::from_secs(s);
         let all = Live {
-            watts: [Some(488.925), Some(-120.0), Some(368.925)],
+            watts: [Some(488.925), Some(-120.0), Some(368.925), None],
         };
         let no_net = Live {
-            watts: [Some(500.5), None, None],
+            watts: [Some(500.5), None, None, None],
         };
         #[rustfmt::skip]
         let ticks: [(Format, &str, Live, u64, &[&str]); 5] = [
@@ -281,7 +307,7 @@ pub(crate) mod tests {
                 "envoy/122238082763/raw/conso_all_eim_wNow 368.925",
                 "envoy/122238082763/raw/timestamp 1768473000",
             ]),
-            (Format::Simple, "envoy", Live { watts: [Some(0.0), Some(3183.793885), Some(1.5)] }, 1_768_473_001, &[
+            (Format::Simple, "envoy", Live { watts: [Some(0.0), Some(3183.793885), Some(1.5), None] }, 1_768_473_001, &[
                 "envoy/122238082763/raw/prod_eim_wNow 0",
                 "envoy/122238082763/raw/conso_net_eim_wNow 3183.794",
                 "envoy/122238082763/raw/conso_all_eim_wNow 1.5",

@@ -14,6 +14,9 @@ use super::support::*;
 /// - voltage: V, mV, kV...; current: A, mA; measurement
 /// - power_factor: % or no unit; measurement
 /// - timestamp: no unit, no state class
+/// - battery: %; energy_storage: Wh, kWh...; both measurement
+/// - enum: `options`, no unit, no state class
+/// - temperature: °C; frequency: Hz; both measurement
 /// - every entity needs unique_id, state_topic, device with identifiers; a binary_sensor has
 ///   no unit and no state class.
 pub fn ha_accepts(component: &str, config: &serde_json::Value) -> Result<(), String> {
@@ -53,6 +56,14 @@ pub fn ha_accepts(component: &str, config: &serde_json::Value) -> Result<(), Str
         Some("current") => unit == Some("A") && state == Some("measurement"),
         Some("power_factor") => matches!(unit, None | Some("%")) && state == Some("measurement"),
         Some("timestamp") => unit.is_none() && state.is_none(),
+        Some("battery") => unit == Some("%") && state == Some("measurement"),
+        Some("temperature") => unit == Some("°C") && state == Some("measurement"),
+        Some("frequency") => unit == Some("Hz") && state == Some("measurement"),
+        // An enum: its states as options, no unit, no state class.
+        Some("enum") => unit.is_none() && state.is_none() && config["options"].as_array().is_some(),
+        Some("energy_storage") => {
+            matches!(unit, Some("Wh" | "kWh")) && state == Some("measurement")
+        }
         None => true,
         Some(_) => false,
     };
@@ -88,6 +99,17 @@ fn shown_by_default(variant: &str) -> Vec<&'static str> {
             "export_daily",
         ],
     };
+    if variant == "8.2.127_with_3cts_and_battery_split" {
+        want.extend([
+            "battery_wNow",
+            "battery_soc",
+            "battery_charged_kwhLifetime",
+            "battery_discharged_kwhLifetime",
+            "grid_status",
+            "storage_mode",
+            "generator_running",
+        ]);
+    }
     want.push("timestamp_text");
     want.sort_unstable();
     want
@@ -103,7 +125,10 @@ fn entity_values(out: &str) -> usize {
             topic.starts_with("envoy/")
                 && !topic.ends_with("/data/timestamp")
                 && !topic.ends_with("_00h")
-                && (topic.contains("/data/") || totals.iter().any(|end| topic.ends_with(end)))
+                && (["/data/", "/battery/", "/inverter/", "/relay/"]
+                    .iter()
+                    .any(|t| topic.contains(t))
+                    || totals.iter().any(|end| topic.ends_with(end)))
         })
         .count()
 }
@@ -121,7 +146,14 @@ fn check_config(variant: &str, format: &str, line: &str) {
     } else {
         "{{ value }}"
     };
-    if !topic.ends_with("/envoy/config") {
+    if topic.ends_with("_last_report/config") {
+        // Unix seconds, made the ISO 8601 time a `timestamp` sensor wants.
+        let t = config["value_template"].as_str().unwrap();
+        assert!(
+            t.contains("timestamp_custom") && t.contains(&template[3..template.len() - 3]),
+            "{t}"
+        );
+    } else if !topic.ends_with("/envoy/config") {
         assert_eq!(config["value_template"], template, "{topic}");
     }
     assert!(
@@ -136,6 +168,7 @@ fn discovery_payloads_pass_home_assistant_rules() {
         "7.6.175_with_cts_3phase",
         "8.3.5433_tot_is_net_cons",
         "5.0.62",
+        "8.2.127_with_3cts_and_battery_split",
     ] {
         let e = envoy(variant);
         let state = Tmp::new("state");
@@ -155,7 +188,21 @@ fn discovery_payloads_pass_home_assistant_rules() {
                 .collect();
             // One entity per value (from cron: no entity for the Envoy's connection).
             assert_eq!(configs.len(), entity_values(&out), "{variant}");
-            let mut shown: Vec<&str> = configs
+            // Each battery's and inverter's device: its power (and charge) shown, the rest not.
+            let (each, system): (Vec<&str>, Vec<&str>) = configs
+                .iter()
+                .partition(|l| l.contains(r#""via_device""#) && l.contains(r#""serial_number""#));
+            for line in &each {
+                let id = line.split('/').nth(3).unwrap();
+                let shown = !line.contains(r#""enabled_by_default":false"#);
+                assert_eq!(shown, id.ends_with("_wNow") || id.ends_with("_soc"), "{id}");
+            }
+            assert!(
+                variant != "8.2.127_with_3cts_and_battery_split" || each.len() >= 5 * 3 + 5 * 5,
+                "{variant}: a device per battery and inverter: {}",
+                each.len()
+            );
+            let mut shown: Vec<&str> = system
                 .iter()
                 .filter(|l| !l.contains(r#""enabled_by_default":false"#))
                 .map(|l| l.split('/').nth(3).unwrap())
@@ -185,7 +232,9 @@ fn discovery_comes_before_the_data_when_the_format_changes_both_ways() {
         &pairs(&bridge_env(&e, &broker, &state)),
         &["--config", file.to_str().unwrap()],
     );
-    let is_config = |m: &Seen| m.topic.starts_with("homeassistant/sensor/");
+    // The configs of the data fields (each microinverter's come with its own values).
+    let is_config =
+        |m: &Seen| m.topic.starts_with("homeassistant/sensor/") && m.payload.contains("/data/");
     let is_data = |m: &Seen| m.topic.starts_with("envoy/122238082763/data/");
     // After a switch to `format`: every sensor config with its template comes before the
     // first data message in that format.

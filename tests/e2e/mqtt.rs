@@ -28,12 +28,14 @@ fn once_publishes_what_dry_run_prints_retained_then_disconnects_cleanly() {
         ))
         .unwrap();
         let mut want: Vec<&str> = golden.lines().collect();
-        let data = |s: &[Seen]| s.iter().filter(|m| m.topic.contains("/data/")).count();
+        // The golden lines: data, and each microinverter's.
+        let golden_topic = |t: &str| t.contains("/data/") || t.contains("/inverter/");
+        let data = |s: &[Seen]| s.iter().filter(|m| golden_topic(&m.topic)).count();
         assert!(late.wait_until(Duration::from_secs(5), |s| data(s) >= want.len()));
         let lines: String = late
             .seen()
             .iter()
-            .filter(|m| m.topic.contains("/data/"))
+            .filter(|m| golden_topic(&m.topic))
             .map(|m| {
                 format!(
                     "{} {}{}\n",

@@ -179,7 +179,8 @@ fn sync_command_polls_now_and_is_rate_limited() {
         ],
     );
     let d = Daemon::start(&pairs(&env), &[]);
-    let polls = || c.count("GET /api/v1/production");
+    // Data polls: `/api/v1/production` alone (not the microinverters' list under it).
+    let polls = || c.count("GET /api/v1/production") - c.count("GET /api/v1/production/");
     assert!(d.wait_until(Duration::from_secs(8), |_| polls() == 1));
     let first = |s: &[Seen]| s.iter().any(|m| m.topic.ends_with("/data/prod_eim_wNow"));
     assert!(sub.wait_until(Duration::from_secs(5), first));

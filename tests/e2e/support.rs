@@ -220,7 +220,12 @@ pub const NO_JSON: &str = "3.8.10_html_only";
 
 /// `--once --dry-run` against `variant`: (exit code, stdout, stderr).
 pub fn dry_run(variant: &str) -> (Option<i32>, String, String) {
-    let e = envoy(variant);
+    dry_run_of(&fixtures().join(variant))
+}
+
+/// `--once --dry-run` against the capture in `fixture` (a folder): (exit code, stdout, stderr).
+pub fn dry_run_of(fixture: &Path) -> (Option<i32>, String, String) {
+    let e = envoy_with(fixture, Control::new(&serial_of(fixture)));
     let state = Tmp::new("state");
     let out = run(
         &[

@@ -11,7 +11,9 @@ pub enum Role {
     Production,
     NetConsumption,
     TotalConsumption,
-    /// Storage, backfeed, load, EV charger, PV3P... measured but not published.
+    /// Backfeed, load, EV charger, PV3P... measured but not published.
+    /// The batteries' CT: power > 0 discharging; delivered is discharged, received charged.
+    Storage,
     Other,
 }
 
@@ -21,6 +23,7 @@ impl Role {
             "production" => Role::Production,
             "net-consumption" => Role::NetConsumption,
             "total-consumption" => Role::TotalConsumption,
+            "storage" => Role::Storage,
             _ => Role::Other,
         }
     }

@@ -1,0 +1,204 @@
+//! The batteries: what the service publishes for a battery system, in Home Assistant too,
+//! and what a battery endpoint the Envoy does not have, or answers badly, leaves published.
+//! The expected values are pyenphase's reading of the same captures (`make pyenphase`).
+
+use std::time::Duration;
+
+use super::sim::Control;
+use super::support::*;
+
+const BATTERY: &str = "8.2.127_with_3cts_and_battery_split";
+
+#[test]
+fn the_service_publishes_the_batteries_and_their_device() {
+    let r = rig(BATTERY, &[]);
+    let topic = |name: &str| format!("envoy/123456789012/{name}");
+    // pyenphase on this capture: encharge_aggregate soc 21, available 5250, capacity
+    // 25000, configured reserve 20, backup reserve 5000; storage CT -2580 W; enpower
+    // mains_oper_state closed; tariff storage_settings self-consumption, no charge from grid.
+    let want = [
+        ("data/grid_status", "on-grid"),
+        ("data/storage_mode", "self-consumption"),
+        ("data/charge_from_grid", "0"),
+        ("data/battery_soc", "21"),
+        ("data/battery_available_wh", "5250"),
+        ("data/battery_capacity_wh", "25000"),
+        ("data/battery_reserve_soc", "20"),
+        ("data/battery_reserve_wh", "5000"),
+    ];
+    let all_there = |seen: &[Seen]| {
+        want.iter()
+            .all(|(t, _)| seen.iter().any(|m| m.topic == topic(t)))
+            && seen.iter().any(|m| m.topic == topic("raw/battery_wNow"))
+    };
+    assert!(
+        r.sub.wait_until(Duration::from_secs(30), all_there),
+        "{}",
+        r.d.stderr()
+    );
+    for (t, value) in want {
+        assert_eq!(
+            r.sub.last(&topic(t)),
+            Some((true, value.to_string())),
+            "{t}"
+        );
+    }
+    let (retained, raw) = r.sub.last(&topic("raw/battery_wNow")).unwrap();
+    let watts: f64 = raw.parse().unwrap();
+    assert!(!retained && (-2600.0..-2500.0).contains(&watts), "{raw}");
+    let config = "homeassistant/sensor/envoy2mqtt_123456789012/battery_soc/config";
+    assert!(r.sub.wait_until(Duration::from_secs(10), |s| {
+        s.iter().any(|m| m.topic == config)
+    }));
+    let (retained, payload) = r.sub.last(config).unwrap();
+    let c: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert!(retained);
+    assert_eq!(
+        (&c["device_class"], &c["unit_of_measurement"], &c["name"]),
+        (
+            &serde_json::json!("battery"),
+            &serde_json::json!("%"),
+            &serde_json::json!("State of charge")
+        )
+    );
+    assert_eq!(c["device"]["name"], "Battery");
+    assert_eq!(c["device"]["via_device"], "envoy2mqtt_123456789012");
+    assert_eq!(
+        r.sub.last(&topic("envoy")),
+        Some((true, "online".to_string()))
+    );
+    let logged = r.d.stderr();
+    assert_eq!(
+        logged
+            .matches("ensemble: 5 IQ Batteries, 0 AC Batteries, an IQ System Controller")
+            .count(),
+        1,
+        "{logged}"
+    );
+}
+
+/// A copy of `variant` with `file` replaced (`None`: removed, so the Envoy answers 404).
+fn variant_with(variant: &str, file: &str, body: Option<&str>) -> Tmp {
+    let dir = Tmp::new("fixture");
+    for entry in std::fs::read_dir(fixtures().join(variant)).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        std::fs::copy(&path, dir.0.join(name)).unwrap();
+    }
+    match body {
+        Some(b) => std::fs::write(dir.0.join(file), b).unwrap(),
+        None => std::fs::remove_file(dir.0.join(file)).unwrap(),
+    }
+    dir
+}
+
+#[test]
+fn a_battery_endpoint_missing_or_garbled_leaves_the_rest_published() {
+    let cases = [
+        (
+            None,
+            "/ivp/ensemble/secctrl answered HTTP 404: this Envoy does not serve it",
+        ),
+        (
+            Some(r#"{"agg_soc": 21, "Max_ene"#),
+            "/ivp/ensemble/secctrl is not the JSON expected",
+        ),
+        (
+            Some("<html>busy</html>"),
+            "/ivp/ensemble/secctrl answered HTTP 200: this Envoy does not serve it",
+        ),
+    ];
+    for (body, said) in cases {
+        let fixture = variant_with(BATTERY, "ivp_ensemble_secctrl", body);
+        let (code, out, err) = dry_run_of(&fixture.0);
+        assert_eq!(code, Some(0), "{said}: {err}");
+        assert_eq!(err.matches(said).count(), 1, "{said}: {err}");
+        assert!(!out.contains("/data/battery_soc"), "{said}: {out}");
+        // The storage CT's battery power and the meters are still there.
+        for topic in [
+            "/data/battery_wNow ",
+            "/data/prod_eim_wNow ",
+            "/data/import_eim_whLifetime ",
+        ] {
+            assert!(out.contains(topic), "{said}: {topic} missing: {out}");
+        }
+        assert!(out.contains(r#""status":"ok""#), "{said}: {out}");
+    }
+    // No batteries in the inventory: no secctrl request, no battery field.
+    let inventory = r#"[{"type":"ENPOWER","devices":[{"serial_num":"1"}]}]"#;
+    let fixture = variant_with(BATTERY, "ivp_ensemble_inventory", Some(inventory));
+    let e = envoy_with(&fixture.0, Control::new("123456789012"));
+    let state = Tmp::new("state");
+    let out = run(
+        &[
+            ("ENVOY_HOST", &e.server.url()),
+            ("ENVOY_TOKEN", &e.token),
+            ("STATE_DIR", state.0.to_str().unwrap()),
+        ],
+        &["--once", "--dry-run"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success() && !stdout.contains("/data/battery_soc"));
+    assert!(
+        stdout.contains("/data/battery_wNow "),
+        "the storage CT: {stdout}"
+    );
+    assert_eq!(e.server.control.count("GET /ivp/ensemble/secctrl"), 0);
+    assert_eq!(e.server.control.count("GET /ivp/ensemble/inventory"), 1);
+}
+
+#[test]
+fn each_endpoint_comes_at_its_own_period_one_request_at_a_time() {
+    // Short periods so that a few data polls pass quickly; the proportions are the
+    // defaults' (every endpoint at the data period but the readings, the inventory's ACB
+    // count hourly, the microinverters every INVERTER_INTERVAL_SECONDS).
+    let e = envoy(BATTERY);
+    let state = Tmp::new("state");
+    let env = [
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().to_string()),
+        ("DATA_INTERVAL_SECONDS", "2".into()),
+        ("RAW_DATA_INTERVAL_SECONDS", "1".into()),
+        ("INVERTER_INTERVAL_SECONDS", "60".into()),
+    ];
+    let mut d = Daemon::start(&pairs(&env), &["--dry-run"]);
+    assert!(
+        d.wait_until(Duration::from_secs(30), |d| d.data_polls() >= 6),
+        "{}",
+        d.stderr()
+    );
+    d.terminate();
+    let polls = d.data_polls();
+    let c = &e.server.control;
+    let count = |path: &str| c.count(&format!("GET {path}"));
+    let about_one_a_poll = |path: &str| {
+        let n = count(path);
+        assert!(
+            (polls - 1..=polls + 1).contains(&n),
+            "{path}: {n} requests for {polls} data polls"
+        );
+    };
+    for path in [
+        "/ivp/ensemble/secctrl",
+        "/ivp/ensemble/power",
+        "/admin/lib/tariff",
+        "/ivp/ensemble/generator",
+        "/ivp/ensemble/dry_contacts",
+        // The IQ System Controller tells the grid status: the inventory at the data period.
+        "/ivp/ensemble/inventory",
+    ] {
+        about_one_a_poll(path);
+    }
+    // The AC Batteries hourly, the microinverters once a minute, the meter list hourly.
+    assert_eq!(count("/production.json"), 1);
+    assert_eq!(count("/api/v1/production/inverters"), 1);
+    let meters = count("/ivp/meters") - count("/ivp/meters/readings");
+    assert!((1..=2).contains(&meters), "{meters} meter lists");
+    // One readings request per raw tick: about two a data poll, never more.
+    let readings = count("/ivp/meters/readings");
+    assert!(
+        (2 * polls - 3..=2 * polls + 2).contains(&readings),
+        "{readings} readings for {polls} data polls"
+    );
+}
