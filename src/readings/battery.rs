@@ -4,7 +4,8 @@
 //! reserve is the IQ Batteries'. A system without batteries publishes none of these (its
 //! secctrl answers zeros). Pure.
 
-use super::field::{DeviceKind, Field, Measure, Subject, per_device};
+use super::device::DeviceKind;
+use super::field::{Field, Measure, Subject, per_device};
 use crate::envoy::api::ensemble::{BatteryPower, BatteryUnit, Secctrl};
 
 /// The aggregate battery fields of a system with `batteries` IQ Batteries and `acb` AC

@@ -4,6 +4,8 @@
 //! ledger's counters are read from these, never from the name. A new quantity is one
 //! [`Measure`] here. Pure.
 
+use super::device::{DeviceKey, DeviceKind};
+
 /// Whose energy a field is about: the flows the Envoy measures or envoy2mqtt derives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Flow {
@@ -95,78 +97,6 @@ impl Subject {
             Subject::Battery | Subject::BatteryCharged | Subject::BatteryDischarged
         )
     }
-}
-
-/// The kind of a device behind the Envoy that has topics of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum DeviceKind {
-    /// One IQ Battery: `P/S/battery/{serial}/…`.
-    Battery,
-    /// One microinverter: `P/S/inverter/{serial}/…`.
-    Inverter,
-    /// One dry-contact relay of the IQ System Controller: `P/S/relay/{id}/state`.
-    Relay,
-}
-
-impl DeviceKind {
-    pub const fn word(self) -> &'static str {
-        match self {
-            DeviceKind::Battery => "battery",
-            DeviceKind::Inverter => "inverter",
-            DeviceKind::Relay => "relay",
-        }
-    }
-}
-
-/// A device behind the Envoy, by its serial: 1 to 24 ASCII letters and digits, so that it
-/// is safe in a topic (no `/`, `+`, `#`) and in an entity id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DeviceKey {
-    pub kind: DeviceKind,
-    serial: [u8; 24],
-    len: u8,
-}
-
-impl DeviceKey {
-    /// `None` for a serial that is empty, longer than 24 or not letters and digits.
-    pub fn new(kind: DeviceKind, serial: &str) -> Option<DeviceKey> {
-        let ok =
-            (1..=24).contains(&serial.len()) && serial.bytes().all(|b| b.is_ascii_alphanumeric());
-        if !ok {
-            return None;
-        }
-        let mut bytes = [0; 24];
-        bytes[..serial.len()].copy_from_slice(serial.as_bytes());
-        Some(DeviceKey {
-            kind,
-            serial: bytes,
-            len: serial.len() as u8,
-        })
-    }
-
-    pub fn serial(&self) -> &str {
-        // Only ASCII was copied in.
-        std::str::from_utf8(&self.serial[..usize::from(self.len)]).unwrap_or_default()
-    }
-}
-
-/// The fields of each device in `items` (`fields` of its key and the item), and the serials
-/// left out for not being safe in a topic.
-pub fn per_device<T>(
-    kind: DeviceKind,
-    items: &[T],
-    serial: impl Fn(&T) -> &str,
-    fields: impl Fn(DeviceKey, &T) -> Vec<Field>,
-) -> (Vec<Field>, Vec<String>) {
-    let mut out = Vec::new();
-    let mut unsafe_serials = Vec::new();
-    for item in items {
-        match DeviceKey::new(kind, serial(item)) {
-            Some(key) => out.extend(fields(key, item)),
-            None => unsafe_serials.push(serial(item).to_string()),
-        }
-    }
-    (out, unsafe_serials)
 }
 
 /// The off-peak (HC) or peak (HP) part of a day's energy, with `OFFPEAK_HOURS`.
@@ -545,6 +475,25 @@ impl Field {
             | Measure::Year => Quantity::EnergyIncreasing,
         }
     }
+}
+
+/// The fields of each device in `items` (`fields` of its key and the item), and the serials
+/// left out for not being safe in a topic.
+pub fn per_device<T>(
+    kind: DeviceKind,
+    items: &[T],
+    serial: impl Fn(&T) -> &str,
+    fields: impl Fn(DeviceKey, &T) -> Vec<Field>,
+) -> (Vec<Field>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut unsafe_serials = Vec::new();
+    for item in items {
+        match DeviceKey::new(kind, serial(item)) {
+            Some(key) => out.extend(fields(key, item)),
+            None => unsafe_serials.push(serial(item).to_string()),
+        }
+    }
+    (out, unsafe_serials)
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::field::{DeviceKind, Field, Measure, Subject, per_device};
+use super::device::DeviceKind;
+use super::field::{Field, Measure, Subject, per_device};
 use crate::envoy::api::inverters::Inverter;
 
 /// The fields of `list`, and the serials left out for not being safe in a topic.

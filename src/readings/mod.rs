@@ -4,6 +4,7 @@
 
 pub mod battery;
 pub mod data;
+pub mod device;
 pub mod field;
 pub mod inverters;
 pub mod live;
@@ -12,7 +13,8 @@ pub mod source;
 pub mod system;
 
 pub use data::data_fields;
-pub use field::{DeviceKind, Field, Flow, Measure, Part, Quantity, Subject, Unit};
+pub use device::DeviceKind;
+pub use field::{Field, Flow, Measure, Part, Quantity, Subject, Unit};
 pub use live::{Live, live};
 pub use snapshot::{MAINS_MIN_VOLTS, Snapshot, snapshot};
 pub use source::Source;

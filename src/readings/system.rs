@@ -1,6 +1,7 @@
 //! The system as a whole: on or off the grid, and the storage settings. Pure.
 
-use super::field::{DeviceKind, Field, Measure, Subject, per_device};
+use super::device::DeviceKind;
+use super::field::{Field, Measure, Subject, per_device};
 use crate::envoy::api::ensemble::Inventory;
 use crate::envoy::api::tariff::StorageSettings;
 

@@ -158,7 +158,10 @@ fn ensemble_report(feeds: &mut Feeds, envoy: &mut Envoy, out: &mut String) {
     let _ = writeln!(out, "  ensemble: {}", ensemble.describe());
     let read = [
         ("batteries", feeds.battery(envoy)),
+        ("each battery", feeds.battery_power(envoy)),
         ("storage settings", feeds.storage(envoy)),
+        ("generator", feeds.generator(envoy)),
+        ("relays", feeds.relays(envoy)),
     ];
     for (what, fields) in [("grid", Ok(grid))].into_iter().chain(read) {
         match fields {
@@ -174,5 +177,28 @@ fn ensemble_report(feeds: &mut Feeds, envoy: &mut Envoy, out: &mut String) {
                 let _ = writeln!(out, "    {what}: not read ({e})");
             }
         }
+    }
+    inverter_report(feeds, envoy, out);
+}
+
+/// How many microinverters report, from which endpoint, and the endpoints this Envoy does
+/// not have.
+fn inverter_report(feeds: &mut Feeds, envoy: &mut Envoy, out: &mut String) {
+    match feeds.each_inverter(envoy) {
+        Ok(read) => {
+            let serials: std::collections::BTreeSet<&str> = read
+                .all
+                .iter()
+                .filter_map(|f| f.device.as_ref().map(|d| d.serial()))
+                .collect();
+            let _ = writeln!(out, "  microinverters: {}", serials.len());
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  microinverters: not read ({e})");
+        }
+    }
+    let absent = feeds.absent_endpoints();
+    if !absent.is_empty() {
+        let _ = writeln!(out, "  not on this Envoy: {}", absent.join(", "));
     }
 }

@@ -379,6 +379,11 @@ impl Feeds {
         Ok(settings.map_or_else(Vec::new, |s| system::storage(&s)))
     }
 
+    /// The endpoints this Envoy answered as not having, for `--check`.
+    pub fn absent_endpoints(&self) -> Vec<&'static str> {
+        self.absent.keys().copied().collect()
+    }
+
     /// What the last inventory found, if one was read.
     pub fn ensemble(&self) -> Option<&Ensemble> {
         self.ensemble.as_ref()

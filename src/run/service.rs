@@ -158,8 +158,21 @@ impl Service<'_> {
 
     /// A side feed's `values`, after the discovery if its `entities` changed.
     fn publish_values(&mut self, group: Group, entities: &[Field], values: &[Field]) -> Result<()> {
+        let gone = self.announcer.gone(group, entities);
+        if !gone.is_empty() {
+            let devices: std::collections::BTreeSet<String> = gone
+                .iter()
+                .filter_map(|f| f.name().rsplit_once('/').map(|(d, _)| d.to_string()))
+                .collect();
+            let devices: Vec<String> = devices.into_iter().collect();
+            log::info!(
+                "{} left the system: their topics are cleared",
+                devices.join(", ")
+            );
+        }
         let mut messages = self.announcer.announce(group, entities);
         messages.extend(self.composer.values(values, SystemTime::now()));
+        messages.extend(self.composer.cleared(&gone));
         self.publish(&messages)
     }
 

@@ -135,6 +135,20 @@ impl Composer {
             .collect()
     }
 
+    /// Empty retained messages on the topics of `fields`: the broker forgets their values
+    /// (a device that left the system).
+    pub fn cleared(&self, fields: &[Field]) -> Vec<Message> {
+        fields
+            .iter()
+            .map(|f| Message {
+                topic: tree::device(&self.prefix, &self.serial, &f.path()),
+                payload: String::new(),
+                retain: true,
+                live: false,
+            })
+            .collect()
+    }
+
     /// `P/S/raw/{value}` and `P/S/raw/timestamp`: never retained, live (QoS 0), written
     /// into `into`, which keeps them from one tick to the next.
     pub fn live<'m>(

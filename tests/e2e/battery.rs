@@ -202,3 +202,52 @@ fn each_endpoint_comes_at_its_own_period_one_request_at_a_time() {
         "{readings} readings for {polls} data polls"
     );
 }
+
+#[test]
+fn a_battery_that_leaves_the_system_is_cleared_from_the_broker() {
+    let power =
+        std::fs::read_to_string(fixtures().join(BATTERY).join("ivp_ensemble_power")).unwrap();
+    // A copy the simulated Envoy reads at each request, so the test can change it.
+    let fixture = variant_with(BATTERY, "ivp_ensemble_power", Some(&power));
+    let e = envoy_with(&fixture.0, Control::new("123456789012"));
+    let broker = Mosquitto::start("allow_anonymous true");
+    let sub = Subscriber::start(&broker, &[]);
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("DATA_INTERVAL_SECONDS", "2"),
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&env), &[]);
+    let soc = "envoy/123456789012/battery/12345678901006/soc";
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| s
+            .iter()
+            .any(|m| m.topic == soc && m.payload == "21")),
+        "{}",
+        d.stderr()
+    );
+    // The Envoy no longer lists that battery.
+    let mut answer: serde_json::Value = serde_json::from_str(&power).unwrap();
+    answer["devices:"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|u| u["serial_num"] != "12345678901006");
+    std::fs::write(fixture.0.join("ivp_ensemble_power"), answer.to_string()).unwrap();
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| s
+            .iter()
+            .any(|m| m.topic == soc && m.payload.is_empty() && m.retained)),
+        "{}",
+        d.stderr()
+    );
+    assert!(
+        d.stderr()
+            .contains("battery/12345678901006 left the system")
+    );
+    // The others are still there.
+    let other = "envoy/123456789012/battery/12345678901005/soc";
+    assert_eq!(sub.last(other), Some((true, "21".to_string())));
+}
