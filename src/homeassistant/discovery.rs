@@ -113,9 +113,9 @@ fn label(of: Subject) -> &'static str {
         Subject::Flow(Flow::Export) => "Grid export",
         Subject::Flow(Flow::SelfConsumption) => "Self-consumed",
         Subject::Flow(Flow::Net) => "Grid net",
+        Subject::Flow(Flow::BatteryCharged) => "Charged",
+        Subject::Flow(Flow::BatteryDischarged) => "Discharged",
         Subject::Battery => "",
-        Subject::BatteryCharged => "Charged",
-        Subject::BatteryDischarged => "Discharged",
         Subject::System | Subject::Inverter => "",
     }
 }
@@ -161,6 +161,7 @@ pub fn name(field: &Field) -> String {
         Measure::Frequency => "frequency",
         Measure::WhToday => "energy today (Wh)",
         Measure::GeneratorRunning => "generator running",
+        Measure::ChargeStatus => "status",
         Measure::RelayState => match field.device {
             Some(key) => return format!("Relay {}", key.serial()),
             None => "relay",
@@ -231,6 +232,7 @@ impl Device {
             let serial = key.serial();
             let model = match key.kind {
                 DeviceKind::Battery => "IQ Battery",
+                DeviceKind::AcBattery => "AC Battery",
                 _ => "Microinverter",
             };
             return Owner {
@@ -376,8 +378,8 @@ fn value_template(format: Format, quantity: Quantity) -> String {
 /// Per-phase values, voltages, currents, power factors, the Wh copies, month and year and
 /// the other variants are published too, as entities the user can enable.
 pub fn shown_by_default(field: &Field) -> bool {
-    use Flow::{Consumption, Export, Import, Net, Production};
-    use Subject::{Battery, BatteryCharged, BatteryDischarged, Flow as F, Inverter};
+    use Flow::{BatteryCharged, BatteryDischarged, Consumption, Export, Import, Net, Production};
+    use Subject::{Battery, Flow as F, Inverter};
     field.phase.is_none()
         && matches!(
             (field.of, field.measure),
@@ -385,7 +387,7 @@ pub fn shown_by_default(field: &Field) -> bool {
                 F(Production | Consumption | Net) | Battery | Inverter,
                 Measure::Power
             ) | (
-                F(Production | Import | Export) | BatteryCharged | BatteryDischarged,
+                F(Production | Import | Export | BatteryCharged | BatteryDischarged),
                 Measure::LifetimeKwh
             ) | (
                 F(Production | Consumption | Import | Export),

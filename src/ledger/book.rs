@@ -14,16 +14,27 @@
 use serde::{Deserialize, Serialize};
 
 use super::counters::PerFlow;
+use super::integrated::Integrated;
 use crate::readings::{Field, Flow, Measure, Part};
 use crate::time::offpeak::{self, Window};
 use crate::time::zone::{Date, Zone};
 
-/// The energy tree's flows; `slots` are in this order.
+/// The flows of the half-hour detail; `slots` are in this order.
 pub const FLOWS: [Flow; 4] = [
     Flow::Production,
     Flow::Consumption,
     Flow::Import,
     Flow::Export,
+];
+/// The energy tree's flows (`{tree}/daily`, `month`, `year`): the detail's and the
+/// batteries'.
+const TREE: [Flow; 6] = [
+    Flow::Production,
+    Flow::Consumption,
+    Flow::Import,
+    Flow::Export,
+    Flow::BatteryCharged,
+    Flow::BatteryDischarged,
 ];
 /// The flows split into off-peak (hc) and peak (hp) with `OFFPEAK_HOURS`.
 const SPLIT: [Flow; 2] = [Flow::Consumption, Flow::Import];
@@ -103,6 +114,9 @@ pub struct Ledger {
     /// comes back to it (a glitch longer than `RESET_POLLS` polls).
     #[serde(default)]
     pub left: PerFlow<Option<(f64, f64)>>,
+    /// The batteries' counters integrated from their power, where no storage CT counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrated: Option<Integrated>,
 }
 
 /// What happened to the ledger that the log should tell.
@@ -200,6 +214,7 @@ impl Ledger {
             counters,
             below: PerFlow::default(),
             left: PerFlow::default(),
+            integrated: None,
         })
     }
 
@@ -220,7 +235,8 @@ impl Ledger {
             && finite(&self.year.0)
             && self.today.slots.iter().all(|s| finite(s))
             && self.counters.0.iter().flatten().all(|c| c.is_finite())
-            && self.yesterday.as_ref().is_none_or(|y| finite(&y.energy.0));
+            && self.yesterday.as_ref().is_none_or(|y| finite(&y.energy.0))
+            && self.integrated.as_ref().is_none_or(Integrated::sound);
         if !sound {
             return None;
         }
@@ -265,6 +281,7 @@ impl Ledger {
             });
             *self = Ledger {
                 counters: self.counters,
+                integrated: self.integrated,
                 ..Ledger::start(zone, at, self.counters).expect("clock checked above")
             };
             notes.push(Note::NewDay(self.today.date));
@@ -485,7 +502,7 @@ impl Ledger {
     pub fn totals(&self, split: bool) -> Vec<Field> {
         let mut out = Vec::new();
         let kwh = |flow, measure, wh: f64| Field::new(flow, measure, wh / 1000.0);
-        for i in FLOWS {
+        for i in TREE {
             if self.counters[i].is_none() {
                 continue;
             }
@@ -536,21 +553,27 @@ struct LedgerFile {
     ledger: Ledger,
 }
 
+/// The version [`text`] writes: 2 since the battery flows (8 values per array, 6 in 1).
+const VERSION: u32 = 2;
+
 /// The ledger as the state file and the `P/S/ledger` topic keep it.
 pub fn text(l: &Ledger) -> String {
     let file = LedgerFile {
-        version: 1,
+        version: VERSION,
         ledger: l.clone(),
     };
     serde_json::to_string(&file).unwrap_or_default()
 }
 
-/// Reads what [`text`] wrote.
+/// Reads what [`text`] wrote, in this version or the one before.
 pub fn parse(text: &str) -> Result<Ledger, String> {
     let file: LedgerFile = serde_json::from_str(text)
         .map_err(|e| format!("ledger state is not the JSON expected: {e}"))?;
-    if file.version != 1 {
-        return Err(format!("ledger state version {} is not 1", file.version));
+    if !(1..=VERSION).contains(&file.version) {
+        return Err(format!(
+            "ledger state version {} is not one this envoy2mqtt reads (1 to {VERSION}): written by a newer envoy2mqtt?",
+            file.version
+        ));
     }
     Ok(file.ledger)
 }

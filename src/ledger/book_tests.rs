@@ -25,9 +25,16 @@ fn at(text: &str) -> i64 {
     t * 1000
 }
 
+/// The six flows of a system without batteries (the battery's at their default).
+fn flows<T: Default + Copy>(six: [T; 6]) -> PerFlow<T> {
+    let mut out = PerFlow::default();
+    out.0[..6].copy_from_slice(&six);
+    out
+}
+
 /// Every counter at the same value `wh` (the net one at 0: it may go down).
 fn all(wh: f64) -> Counters {
-    PerFlow([Some(wh), Some(wh), Some(wh), Some(wh), Some(wh), Some(0.0)])
+    flows([Some(wh), Some(wh), Some(wh), Some(wh), Some(wh), Some(0.0)])
 }
 
 fn run(start: &str, polls: &[(i64, f64)]) -> (Ledger, Vec<Note>) {
@@ -200,7 +207,7 @@ fn glitches_rebase_instead_of_counting() {
 fn net_counter_may_go_down() {
     let z = zone();
     let t0 = at("2026-01-15 12:00");
-    let c = |net: f64| PerFlow([None, None, None, None, None, Some(net)]);
+    let c = |net: f64| flows([None, None, None, None, None, Some(net)]);
     let mut l = Ledger::start(&z, t0, c(1000.0)).unwrap();
     let notes = l.advance(&z, &[], t0 + H, c(400.0), None);
     assert!(notes.is_empty());
@@ -287,7 +294,7 @@ fn offpeak_windows_across_midnight_split_consumption_and_import() {
 #[test]
 fn derived_counters_are_held_unless_a_measured_one_was_reset() {
     // prod, house, import, export, self-consumption, net
-    let before = PerFlow([
+    let before = flows([
         Some(1000.0),
         Some(3000.0),
         Some(2500.0),
@@ -297,16 +304,16 @@ fn derived_counters_are_held_unless_a_measured_one_was_reset() {
     ]);
     #[rustfmt::skip]
     let cases: [(&str, Counters, Counters, &[Flow]); 5] = [
-        ("export read 8 Wh ahead: both derived step back, held", PerFlow([Some(1001.0), Some(2994.0), Some(2501.0), Some(508.0), Some(493.0), Some(1993.0)]), PerFlow([Some(1001.0), Some(3000.0), Some(2501.0), Some(508.0), Some(500.0), Some(1993.0)]), &[Consumption, SelfConsumption]),
-        ("all up: nothing held", PerFlow([Some(1010.0), Some(3020.0), Some(2515.0), Some(505.0), Some(505.0), Some(2010.0)]), PerFlow([Some(1010.0), Some(3020.0), Some(2515.0), Some(505.0), Some(505.0), Some(2010.0)]), &[]),
-        ("production counter reset: followed, the ledger re-bases", PerFlow([Some(0.0), Some(2001.0), Some(2501.0), Some(500.0), Some(0.0), Some(2001.0)]), PerFlow([Some(0.0), Some(2001.0), Some(2501.0), Some(500.0), Some(0.0), Some(2001.0)]), &[]),
-        ("total CT (no import/export): house is measured, not held", PerFlow([Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)]), PerFlow([Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)]), &[]),
-        ("net counter may go down: not held", PerFlow([Some(1001.0), Some(3000.5), Some(2501.0), Some(503.0), Some(500.0), Some(1998.0)]), PerFlow([Some(1001.0), Some(3000.5), Some(2501.0), Some(503.0), Some(500.0), Some(1998.0)]), &[]),
+        ("export read 8 Wh ahead: both derived step back, held", flows([Some(1001.0), Some(2994.0), Some(2501.0), Some(508.0), Some(493.0), Some(1993.0)]), flows([Some(1001.0), Some(3000.0), Some(2501.0), Some(508.0), Some(500.0), Some(1993.0)]), &[Consumption, SelfConsumption]),
+        ("all up: nothing held", flows([Some(1010.0), Some(3020.0), Some(2515.0), Some(505.0), Some(505.0), Some(2010.0)]), flows([Some(1010.0), Some(3020.0), Some(2515.0), Some(505.0), Some(505.0), Some(2010.0)]), &[]),
+        ("production counter reset: followed, the ledger re-bases", flows([Some(0.0), Some(2001.0), Some(2501.0), Some(500.0), Some(0.0), Some(2001.0)]), flows([Some(0.0), Some(2001.0), Some(2501.0), Some(500.0), Some(0.0), Some(2001.0)]), &[]),
+        ("total CT (no import/export): house is measured, not held", flows([Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)]), flows([Some(1001.0), Some(2990.0), None, None, None, Some(1989.0)]), &[]),
+        ("net counter may go down: not held", flows([Some(1001.0), Some(3000.5), Some(2501.0), Some(503.0), Some(500.0), Some(1998.0)]), flows([Some(1001.0), Some(3000.5), Some(2501.0), Some(503.0), Some(500.0), Some(1998.0)]), &[]),
     ];
     for (name, mut now, want, held) in cases {
         let mut prev = before;
         if name.starts_with("total CT") {
-            prev = PerFlow([Some(1000.0), Some(3000.0), None, None, None, Some(2000.0)]);
+            prev = flows([Some(1000.0), Some(3000.0), None, None, None, Some(2000.0)]);
         }
         assert_eq!(hold(&prev, &mut now), held, "{name}");
         assert_eq!(now, want, "{name}");
@@ -399,4 +406,51 @@ fn original_references_are_imported_where_they_fit() {
         5_500.0
     ));
     assert!(close(l.today.energy[Import], 0.0));
+}
+
+#[test]
+fn battery_energy_has_its_day_month_and_year() {
+    let z = zone();
+    let mut c = all(1000.0);
+    c[Flow::BatteryCharged] = Some(500.0);
+    c[Flow::BatteryDischarged] = Some(800.0);
+    let mut l = Ledger::start(&z, at("2026-01-31 23:00"), c).unwrap();
+    c[Flow::BatteryCharged] = Some(700.0);
+    c[Flow::BatteryDischarged] = Some(1400.0);
+    l.advance(&z, &[], at("2026-02-01 01:00"), c, None);
+    let totals: Vec<(String, f64)> = l
+        .totals(false)
+        .iter()
+        .filter(|f| f.of.is_battery())
+        .map(|f| (f.name(), (f.value * 1000.0).round()))
+        .collect();
+    // Half before midnight (January's), half after (today's, February's).
+    #[rustfmt::skip]
+    assert_eq!(totals, [
+        ("battery_charged/daily".to_string(), 100.0), ("battery_charged/month".to_string(), 100.0), ("battery_charged/year".to_string(), 200.0),
+        ("battery_discharged/daily".to_string(), 300.0), ("battery_discharged/month".to_string(), 300.0), ("battery_discharged/year".to_string(), 600.0),
+    ]);
+    let daily: Vec<String> = l
+        .daily_fields()
+        .iter()
+        .filter(|f| f.of.is_battery())
+        .map(|f| format!("{}={}", f.name(), f.value.round()))
+        .collect();
+    assert_eq!(
+        daily,
+        [
+            "battery_charged_whLifetime_00h=600",
+            "battery_charged_today=100",
+            "battery_charged_yesterday=100",
+            "battery_discharged_whLifetime_00h=1100",
+            "battery_discharged_today=300",
+            "battery_discharged_yesterday=300"
+        ]
+    );
+    // Version 1 (six values per array, read by PerFlow) and 2 read; a newer one does not.
+    let v2 = text(&l);
+    let v1 = parse(&v2.replace("\"version\":2", "\"version\":1")).unwrap();
+    assert_eq!(v1.counters, l.counters);
+    let v3 = parse(&v2.replace("\"version\":2", "\"version\":3")).unwrap_err();
+    assert!(v3.contains("newer envoy2mqtt"), "{v3}");
 }

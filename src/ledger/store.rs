@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::book::{self, Counters, Ledger, Note};
+use super::integrated::Integrated;
 use super::messages;
 use crate::error::Result;
 use crate::mqtt::{Message, Output};
-use crate::readings::{Field, Flow, Live, Measure};
+use crate::readings::{Field, Flow, Live, Measure, Subject};
 use crate::settings::Config;
 use crate::state_file;
 use crate::time::offpeak::Window;
@@ -212,6 +213,45 @@ impl Store {
                     f.value = wh / 1000.0;
                 }
             }
+        }
+    }
+
+    /// Takes the batteries' power among a side feed's `fields` (the sum of the units, sent
+    /// only where no storage CT measures it) into the integrated counters.
+    pub fn battery(&mut self, at: SystemTime, fields: &[Field]) {
+        let Some(l) = &mut self.ledger else { return };
+        let Some(w) = fields
+            .iter()
+            .find(|f| f.is(Subject::Battery, Measure::Power))
+        else {
+            return;
+        };
+        let at = millis(at);
+        match &mut l.integrated {
+            Some(i) => i.add(at, w.value),
+            None if w.value.is_finite() => l.integrated = Some(Integrated::start(at, w.value)),
+            None => {}
+        }
+    }
+
+    /// Adds the integrated battery counters to a data poll's `fields`, where no storage CT
+    /// gave them.
+    pub fn integrated(&self, fields: &mut Vec<Field>) {
+        let Some(i) = self.ledger.as_ref().and_then(|l| l.integrated) else {
+            return;
+        };
+        if fields
+            .iter()
+            .any(|f| f.is(Flow::BatteryCharged, Measure::Lifetime))
+        {
+            return;
+        }
+        for (flow, wh) in [
+            (Flow::BatteryCharged, i.charged),
+            (Flow::BatteryDischarged, i.discharged),
+        ] {
+            fields.push(Field::new(flow, Measure::Lifetime, wh));
+            fields.push(Field::new(flow, Measure::LifetimeKwh, wh / 1000.0));
         }
     }
 
@@ -429,5 +469,65 @@ mod tests {
         b.adopt(&p, Some(vec![reference]));
         b.update(&p, noon(), &production(5000.0));
         assert_eq!(today(&b), Some(1200.0));
+    }
+
+    fn value(a: &Store, flow: Flow, measure: Measure) -> Option<f64> {
+        let f = a.fields();
+        f.iter().find(|f| f.is(flow, measure)).map(|f| f.value)
+    }
+
+    #[test]
+    fn battery_counters_integrated_without_a_storage_ct_go_on_after_a_restart() {
+        let (mut a, p) = store("store-battery");
+        a.adopt(&p, Some(Vec::new()));
+        let power = |w| vec![Field::new(Subject::Battery, Measure::Power, w)];
+        let poll = |a: &mut Store, at: SystemTime| {
+            let mut fields = production(5000.0);
+            a.integrated(&mut fields);
+            a.update(&p, at, &fields);
+            fields
+        };
+        let minute = Duration::from_secs(60);
+        poll(&mut a, noon());
+        // Discharging 600 W for 10 minutes (100 Wh), down to 0 in a minute (5 Wh), to
+        // charging at 1,200 W in a minute (10 Wh), then for 5 minutes (100 Wh).
+        for n in 0..=10 {
+            a.battery(noon() + minute * n, &power(600.0));
+        }
+        a.battery(noon() + minute * 11, &power(0.0));
+        a.battery(noon() + minute * 12, &power(-1200.0));
+        a.battery(noon() + minute * 17, &power(-1200.0));
+        let fields = poll(&mut a, noon() + minute * 18);
+        let lifetime = |flow| {
+            fields
+                .iter()
+                .find(|f| f.is(flow, Measure::Lifetime))
+                .map(|f| f.value)
+        };
+        assert_eq!(lifetime(Flow::BatteryDischarged), Some(105.0));
+        assert_eq!(lifetime(Flow::BatteryCharged), Some(110.0));
+        // A storage CT's counters are never overwritten.
+        let mut ct = vec![Field::new(Flow::BatteryCharged, Measure::Lifetime, 7.0)];
+        a.integrated(&mut ct);
+        assert_eq!(ct.len(), 1);
+
+        // The restart: the retained ledger carries the counters and the last reading on.
+        let kept = a
+            .messages(&p, noon())
+            .into_iter()
+            .find(|m| m.topic == "envoy/1/ledger")
+            .unwrap();
+        let (mut b, _) = store("store-battery-2");
+        b.adopt(&p, Some(vec![(kept.topic, kept.payload.into_bytes())]));
+        b.battery(noon() + minute * 20, &power(-1200.0));
+        poll(&mut b, noon() + minute * 21);
+        b.battery(noon() + minute * 25, &power(-1200.0));
+        poll(&mut b, noon() + minute * 26);
+        // 3 minutes from the last reading before the restart (60 Wh), then 5 (100 Wh).
+        assert_eq!(value(&b, Flow::BatteryCharged, Measure::Today), Some(160.0));
+        assert_eq!(
+            value(&b, Flow::BatteryDischarged, Measure::Today),
+            Some(0.0)
+        );
     }
 }

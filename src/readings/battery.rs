@@ -2,11 +2,29 @@
 //! with AC Batteries (ACB) beside the IQ Batteries, the combined figures (`agg_soc`,
 //! `Max_energy`, the two stored energies added); with IQ Batteries alone, theirs. The backup
 //! reserve is the IQ Batteries'. A system without batteries publishes none of these (its
-//! secctrl answers zeros). Pure.
+//! secctrl answers zeros). And each unit, IQ Battery or ACB, by its serial; and the power
+//! of all of them where no storage CT measures it. Pure.
 
 use super::device::DeviceKind;
 use super::field::{Field, Measure, Subject, per_device};
+use crate::envoy::api::acb;
 use crate::envoy::api::ensemble::{BatteryPower, BatteryUnit, Secctrl};
+use crate::envoy::api::inverters::Inverter;
+
+/// Below this power (W, either way) a battery is `idle`: the Envoy's own charge status
+/// for an ACB, derived from the power for an IQ Battery.
+const IDLE_W: f64 = 5.0;
+
+/// `idle`, `charging` or `discharging`, from a battery's power (> 0 discharging).
+fn status(watts: f64) -> &'static str {
+    if watts > IDLE_W {
+        "discharging"
+    } else if watts < -IDLE_W {
+        "charging"
+    } else {
+        "idle"
+    }
+}
 
 /// The aggregate battery fields of a system with `batteries` IQ Batteries and `acb` AC
 /// Batteries, from its secctrl answer.
@@ -64,10 +82,15 @@ pub fn units(units: &[BatteryUnit]) -> (Vec<Field>, Vec<String>) {
     )
 }
 
-/// Each IQ Battery's power (W, > 0 discharging) and state of charge, and, where no storage
-/// CT measures the batteries (`storage_ct` false), their sum as `battery_wNow`. Returns the
-/// fields and the serials left out.
-pub fn power(units: &[BatteryPower], storage_ct: bool) -> (Vec<Field>, Vec<String>) {
+/// Each IQ Battery's power (W, > 0 discharging), state of charge and status (from its
+/// power) and, where no storage CT measures the batteries (`storage_ct` false), the power
+/// of all of them as `battery_wNow`: the IQ Batteries' sum, plus the AC Batteries' power
+/// (`acb_watts`, from `/production.json`). Returns the fields and the serials left out.
+pub fn power(
+    units: &[BatteryPower],
+    acb_watts: Option<f64>,
+    storage_ct: bool,
+) -> (Vec<Field>, Vec<String>) {
     let (mut fields, unsafe_serials) = per_device(
         DeviceKind::Battery,
         units,
@@ -77,14 +100,62 @@ pub fn power(units: &[BatteryPower], storage_ct: bool) -> (Vec<Field>, Vec<Strin
             let soc = u
                 .soc
                 .map(|soc| Field::of_device(key, Subject::Battery, Measure::Soc, soc));
-            [power].into_iter().chain(soc).collect()
+            let status = Field::state(Subject::Battery, Measure::ChargeStatus, status(u.watts))
+                .map(|f| Field {
+                    device: Some(key),
+                    ..f
+                });
+            [power].into_iter().chain(soc).chain(status).collect()
         },
     );
-    if !storage_ct && !units.is_empty() {
-        let sum = units.iter().map(|u| u.watts).sum();
+    if !storage_ct && (!units.is_empty() || acb_watts.is_some()) {
+        let sum = units.iter().map(|u| u.watts).sum::<f64>() + acb_watts.unwrap_or(0.0);
         fields.insert(0, Field::new(Subject::Battery, Measure::Power, sum));
     }
     (fields, unsafe_serials)
+}
+
+/// Each AC Battery's charge, cell temperature and charge status, from the inventory.
+/// Returns the fields and the serials left out.
+pub fn acb_units(units: &[acb::Unit]) -> (Vec<Field>, Vec<String>) {
+    per_device(
+        DeviceKind::AcBattery,
+        units,
+        |u| &u.serial,
+        |key, u| {
+            let values = [(Measure::Soc, u.soc), (Measure::Temperature, u.temperature)];
+            let status = u
+                .status
+                .and_then(|w| Field::state(Subject::Battery, Measure::ChargeStatus, w));
+            values
+                .into_iter()
+                .filter_map(|(m, v)| Some(Field::of_device(key, Subject::Battery, m, v?)))
+                .chain(status.map(|f| Field {
+                    device: Some(key),
+                    ..f
+                }))
+                .collect()
+        },
+    )
+}
+
+/// Each AC Battery's power and last report, from the microinverters' list (`devType` 11).
+/// Returns the fields and the serials left out.
+pub fn acb_reports(list: &[Inverter]) -> (Vec<Field>, Vec<String>) {
+    per_device(
+        DeviceKind::AcBattery,
+        list,
+        |u| &u.serial,
+        |key, u| {
+            [
+                (Measure::Power, u.watts),
+                (Measure::LastReport, u.last_report),
+            ]
+            .into_iter()
+            .map(|(m, v)| Field::of_device(key, Subject::Battery, m, v))
+            .collect()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -115,7 +186,7 @@ mod tests {
             soc: Some(54.0),
         };
         let both = [p("1", -136.0), p("2", 105.0)];
-        let (fields, bad) = power(&both, false);
+        let (fields, bad) = power(&both, None, false);
         assert!(bad.is_empty());
         assert_eq!(
             values(&fields),
@@ -123,13 +194,25 @@ mod tests {
                 ("battery_wNow".to_string(), -31.0),
                 ("battery/1/wNow".to_string(), -136.0),
                 ("battery/1/soc".to_string(), 54.0),
+                ("battery/1/status".to_string(), 1.0),
                 ("battery/2/wNow".to_string(), 105.0),
-                ("battery/2/soc".to_string(), 54.0)
+                ("battery/2/soc".to_string(), 54.0),
+                ("battery/2/status".to_string(), 2.0)
             ]
         );
+        let words: Vec<_> = fields.iter().filter_map(Field::word).collect();
+        assert_eq!(words, ["charging", "discharging"]);
         // A storage CT measures the batteries: no sum of the units beside it.
-        assert_eq!(power(&both, true).0.len(), 4);
-        assert!(power(&[], false).0.is_empty());
+        assert_eq!(power(&both, Some(260.0), true).0.len(), 6);
+        assert!(power(&[], None, false).0.is_empty());
+        // AC Batteries alone, and beside IQ Batteries: their power is in the sum.
+        assert_eq!(
+            values(&power(&[], Some(260.0), false).0),
+            [("battery_wNow".to_string(), 260.0)]
+        );
+        assert_eq!(power(&both, Some(260.0), false).0[0].value, 229.0);
+        let idle = [p("3", 4.0)];
+        assert_eq!(power(&idle, None, true).0[2].word(), Some("idle"));
     }
 
     fn values(fields: &[Field]) -> Vec<(String, f64)> {

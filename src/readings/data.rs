@@ -57,8 +57,8 @@ pub fn data_fields(s: &Snapshot) -> Vec<Field> {
 fn storage(f: &mut Fields, s: &Snapshot) {
     if let Some(b) = &s.storage {
         f.add(Subject::Battery, Measure::Power, b.power);
-        f.energy(Subject::BatteryCharged, b.received);
-        f.energy(Subject::BatteryDischarged, b.delivered);
+        f.energy(Flow::BatteryCharged, b.received);
+        f.energy(Flow::BatteryDischarged, b.delivered);
     }
 }
 
@@ -115,8 +115,10 @@ fn net_consumption(
         // Import minus export, as firmware 7.6.175 and later report it: it can decrease.
         f.energy(Flow::Net, n.delivered - n.received);
         f.phases(Flow::Net, &n.phases, true);
-        f.energy(Flow::Import, n.delivered);
-        f.energy(Flow::Export, n.received);
+        if !s.net_counter_only {
+            f.energy(Flow::Import, n.delivered);
+            f.energy(Flow::Export, n.received);
+        }
     } else if let (Some(t), Some(net)) = (&s.total, net_power) {
         f.add(Flow::Net, Measure::Power, net);
         f.add(Flow::Net, Measure::Voltage, t.voltage);
@@ -162,7 +164,7 @@ fn grid_and_eco(
             (prod + net.min(0.0)).clamp(0.0, prod.max(0.0)),
         );
     }
-    if let (Some(n), Some(wh)) = (&s.net, prod_energy) {
+    if let (Some(n), Some(wh), false) = (&s.net, prod_energy, s.net_counter_only) {
         f.energy(Flow::SelfConsumption, (wh - n.received).max(0.0));
     }
 }

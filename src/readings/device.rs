@@ -1,4 +1,4 @@
-//! A device behind the Envoy that has topics of its own (an IQ Battery, a microinverter, a
+//! A device behind the Envoy that has topics of its own (a battery, a microinverter, a
 //! relay), keyed by its serial, checked once where it is read: 1 to 24 ASCII letters and
 //! digits, so that no answer can forge a topic (`/`, `+`, `#`) or an entity id. Pure.
 
@@ -7,6 +7,8 @@
 pub enum DeviceKind {
     /// One IQ Battery: `P/S/battery/{serial}/…`.
     Battery,
+    /// One AC Battery (ACB): `P/S/battery/{serial}/…` too.
+    AcBattery,
     /// One microinverter: `P/S/inverter/{serial}/…`.
     Inverter,
     /// One dry-contact relay of the IQ System Controller: `P/S/relay/{id}/state`.
@@ -16,7 +18,7 @@ pub enum DeviceKind {
 impl DeviceKind {
     pub const fn word(self) -> &'static str {
         match self {
-            DeviceKind::Battery => "battery",
+            DeviceKind::Battery | DeviceKind::AcBattery => "battery",
             DeviceKind::Inverter => "inverter",
             DeviceKind::Relay => "relay",
         }

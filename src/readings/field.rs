@@ -18,17 +18,25 @@ pub enum Flow {
     SelfConsumption,
     /// Import less export: the one lifetime counter that may go down.
     Net,
+    /// The energy the batteries took in: the storage CT's counter, else integrated from
+    /// the batteries' power by the ledger.
+    BatteryCharged,
+    /// The energy the batteries gave out (as [`Flow::BatteryCharged`]).
+    BatteryDischarged,
 }
 
 impl Flow {
-    /// Every flow, in the order of the state file's arrays.
-    pub const ALL: [Flow; 6] = [
+    /// Every flow, in the order of the state file's arrays (the two battery flows came
+    /// with version 2 of the file).
+    pub const ALL: [Flow; 8] = [
         Flow::Production,
         Flow::Consumption,
         Flow::Import,
         Flow::Export,
         Flow::SelfConsumption,
         Flow::Net,
+        Flow::BatteryCharged,
+        Flow::BatteryDischarged,
     ];
 
     /// The stem of its topics (`prod_eim` → `data/prod_eim_whLifetime`).
@@ -40,6 +48,8 @@ impl Flow {
             Flow::Export => "grid_eim",
             Flow::SelfConsumption => "eco_eim",
             Flow::Net => "conso_net_eim",
+            Flow::BatteryCharged => "battery_charged",
+            Flow::BatteryDischarged => "battery_discharged",
         }
     }
 
@@ -50,6 +60,8 @@ impl Flow {
             Flow::Consumption => Some("consumption"),
             Flow::Import => Some("import"),
             Flow::Export => Some("export"),
+            Flow::BatteryCharged => Some("battery_charged"),
+            Flow::BatteryDischarged => Some("battery_discharged"),
             Flow::SelfConsumption | Flow::Net => None,
         }
     }
@@ -61,10 +73,6 @@ pub enum Subject {
     Flow(Flow),
     /// The batteries as one: power (> 0 discharging), state of charge, stored energy.
     Battery,
-    /// The energy the batteries took in (the storage CT's lifetime counter).
-    BatteryCharged,
-    /// The energy the batteries gave out (the storage CT's lifetime counter).
-    BatteryDischarged,
     /// The system as a whole: its grid state and storage settings (names without a stem).
     System,
     /// A microinverter's values (always of one, by its [`DeviceKey`]).
@@ -83,8 +91,6 @@ impl Subject {
         match self {
             Subject::Flow(flow) => flow.stem(),
             Subject::Battery => "battery",
-            Subject::BatteryCharged => "battery_charged",
-            Subject::BatteryDischarged => "battery_discharged",
             Subject::System => "",
             Subject::Inverter => "inverter",
         }
@@ -94,7 +100,7 @@ impl Subject {
     pub const fn is_battery(self) -> bool {
         matches!(
             self,
-            Subject::Battery | Subject::BatteryCharged | Subject::BatteryDischarged
+            Subject::Battery | Subject::Flow(Flow::BatteryCharged | Flow::BatteryDischarged)
         )
     }
 }
@@ -178,6 +184,8 @@ pub enum Measure {
     GeneratorRunning,
     /// A relay's `state`: `open` or `closed`.
     RelayState,
+    /// A battery's `status`: `idle`, `charging` or `discharging`.
+    ChargeStatus,
 }
 
 impl Measure {
@@ -187,6 +195,7 @@ impl Measure {
             Measure::GridStatus => Some(&["off-grid", "on-grid"]),
             Measure::StorageMode => Some(&["backup", "self-consumption", "economy"]),
             Measure::RelayState => Some(&["open", "closed"]),
+            Measure::ChargeStatus => Some(&["idle", "charging", "discharging"]),
             _ => None,
         }
     }
@@ -394,6 +403,7 @@ impl Field {
             Measure::WhToday => "whToday",
             Measure::GeneratorRunning => "generator_running",
             Measure::RelayState => "state",
+            Measure::ChargeStatus => "status",
             Measure::Daily(_) | Measure::Month | Measure::Year | Measure::Peak => "",
         }
     }
@@ -418,7 +428,8 @@ impl Field {
             | Measure::StorageMode
             | Measure::ChargeFromGrid
             | Measure::GeneratorRunning
-            | Measure::RelayState => Unit::None,
+            | Measure::RelayState
+            | Measure::ChargeStatus => Unit::None,
             Measure::Lifetime
             | Measure::EnvoyToday
             | Measure::Midnight
@@ -448,7 +459,10 @@ impl Field {
             Measure::Current | Measure::RmsCurrent => Quantity::Current,
             Measure::PowerFactor => Quantity::PowerFactor,
             Measure::Active | Measure::ChargeFromGrid | Measure::GeneratorRunning => Quantity::Flag,
-            Measure::GridStatus | Measure::StorageMode | Measure::RelayState => Quantity::State,
+            Measure::GridStatus
+            | Measure::StorageMode
+            | Measure::RelayState
+            | Measure::ChargeStatus => Quantity::State,
             Measure::Temperature => Quantity::Temperature,
             Measure::LastReport => Quantity::Time,
             Measure::MaxPower => Quantity::Power,
@@ -525,7 +539,7 @@ mod tests {
             (Field::new(Subject::Battery, Measure::Soc, 0.0), "data/battery_soc", Unit::Percent, Quantity::Charge),
             (Field::new(Subject::Battery, Measure::Available, 0.0), "data/battery_available_wh", Unit::WattHour, Quantity::EnergyStored),
             (Field::new(Subject::Battery, Measure::ReserveSoc, 0.0), "data/battery_reserve_soc", Unit::Percent, Quantity::Charge),
-            (Field::new(Subject::BatteryCharged, Measure::LifetimeKwh, 0.0), "data/battery_charged_kwhLifetime", Unit::KiloWattHour, Quantity::EnergyIncreasing),
+            (Field::new(Flow::BatteryCharged, Measure::LifetimeKwh, 0.0), "data/battery_charged_kwhLifetime", Unit::KiloWattHour, Quantity::EnergyIncreasing),
             (Field::new(Subject::System, Measure::GridStatus, 1.0), "data/grid_status", Unit::None, Quantity::State),
             (Field::new(Subject::System, Measure::ChargeFromGrid, 0.0), "data/charge_from_grid", Unit::None, Quantity::Flag),
         ];

@@ -4,6 +4,7 @@
 //! carries no mains voltage is left out. Pure.
 
 use super::source::Source;
+use crate::envoy::api::eim::{Eim, Section};
 use crate::envoy::api::{Channel, Inverters, Meter, MeterReading, Role};
 
 /// A CT's values over the phases in use.
@@ -34,6 +35,32 @@ pub struct Snapshot {
     pub source: Option<Source>,
     /// Readings whose eid `/ivp/meters` did not list (the meter list may be stale).
     pub unknown_eids: Vec<u64>,
+    /// The CTs come from `/production.json`: the net CT's one counter is import less
+    /// export (`received` is 0), and import and export are not counted apart.
+    pub net_counter_only: bool,
+}
+
+/// A snapshot from `/production.json`'s active `eim` sections, for a metered Envoy without
+/// a usable `/ivp/meters`; production from `inverters` where no production CT is active.
+pub fn from_eim(eim: &Eim, inverters: Option<Inverters>) -> Snapshot {
+    let ct = |s: Section| Ct {
+        power: s.watts,
+        voltage: s.voltage,
+        current: s.current,
+        pwr_factor: s.pwr_factor,
+        delivered: s.wh_lifetime,
+        received: 0.0,
+        phases: Vec::new(),
+        unwired: Vec::new(),
+    };
+    Snapshot {
+        production: eim.production.map(ct),
+        net: eim.net.map(ct),
+        total: eim.total.map(ct),
+        inverters,
+        net_counter_only: true,
+        ..Snapshot::default()
+    }
 }
 
 /// Matches readings to meters by eid and keeps the enabled CTs of the roles the topics use.

@@ -152,6 +152,7 @@ pub fn publish(
     save: bool,
 ) -> Result<Published> {
     let mut fields = readings::data_fields(snap);
+    store.integrated(&mut fields);
     store.hold(&mut fields);
     if store.update(p, now, &fields) || save {
         store.save(save)?;

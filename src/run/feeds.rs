@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::envoy::Envoy;
+use crate::envoy::api::acb;
+use crate::envoy::api::eim;
 use crate::envoy::api::ensemble::{self, Inventory};
 use crate::envoy::api::inverters;
 use crate::envoy::api::tariff;
@@ -41,6 +43,9 @@ pub struct Feeds {
     reports: BTreeMap<String, f64>,
     /// The AC Batteries reporting in `/production.json`, and when they were counted.
     acb: Option<(u64, Instant)>,
+    /// Whether `/production.json` has an active consumption CT (an Envoy without enabled
+    /// CTs in `/ivp/meters`), and when that was looked at.
+    eim: Option<(bool, Instant)>,
 }
 
 /// What a side feed read: every field it has (the entities), and those to publish (for the
@@ -230,10 +235,21 @@ impl Feeds {
     /// Envoy. An Envoy that exposes no production as JSON is an error, not an empty poll.
     pub fn data(&mut self, envoy: &mut Envoy) -> Result<Snapshot> {
         let meters = self.meters(envoy)?;
-        let readings = self.readings(envoy, &meters, false)?;
-        let (inverters, source) = self.production(envoy, &meters)?;
-        let mut snap = readings::snapshot(&meters, &readings, inverters);
-        snap.source = source;
+        let from_eim = match meters.iter().any(|m| m.enabled) {
+            true => None,
+            false => self.eim(envoy)?,
+        };
+        let snap = match from_eim {
+            Some(snap) => snap,
+            None => {
+                let readings = self.readings(envoy, &meters, false)?;
+                let (inverters, source) = self.production(envoy, &meters)?;
+                let mut snap = readings::snapshot(&meters, &readings, inverters);
+                snap.source = source;
+                snap
+            }
+        };
+        let source = snap.source;
         self.storage_ct = snap.storage.is_some();
         self.note_unknown(&snap);
         self.note_unwired(&snap);
@@ -251,6 +267,45 @@ impl Feeds {
             self.told_source = source;
         }
         Ok(snap)
+    }
+
+    /// The CTs of `/production.json` on an Envoy without enabled CTs in `/ivp/meters`
+    /// (older metered firmware): looked for hourly, then read at every data poll while a
+    /// consumption CT is active there. `None`: none is.
+    fn eim(&mut self, envoy: &mut Envoy) -> Result<Option<Snapshot>> {
+        if self
+            .eim
+            .is_some_and(|(active, at)| !active && at.elapsed() < ABSENT_RETRY)
+        {
+            return Ok(None);
+        }
+        let body = self.optional(envoy, "/production.json")?;
+        let found = body.as_deref().map(eim::eim).transpose();
+        let found = found.unwrap_or_else(|e| {
+            log::debug!("{e}");
+            None
+        });
+        let active = found.is_some_and(|e| e.has_consumption());
+        if active && !self.eim.is_some_and(|(was, _)| was) {
+            log::info!(
+                "no enabled CT in /ivp/meters, but /production.json reports consumption CTs: consumption from there, at every data poll"
+            );
+        }
+        self.eim = Some((active, Instant::now()));
+        let (Some(e), Some(body), true) = (found, body, active) else {
+            return Ok(None);
+        };
+        let inverters = match e.production {
+            Some(_) => None,
+            None => production::production_inverters(&body).ok().flatten(),
+        };
+        let mut snap = readings::snapshot::from_eim(&e, inverters);
+        snap.source = match (e.production, inverters) {
+            (Some(_), _) => Some(Source::Ct),
+            (None, Some(_)) => Some(Source::Inverters),
+            (None, None) => None,
+        };
+        Ok(Some(snap))
     }
 
     /// The fast poll: one readings request (none on an Envoy without CTs). A token that
@@ -314,9 +369,10 @@ impl Feeds {
             Some((count, at)) if at.elapsed() < ABSENT_RETRY => count,
             _ => {
                 let count = match self.optional(envoy, "/production.json")? {
-                    Some(body) => production::acb_count(&body).map_err(Error::Envoy)?,
-                    None => 0,
+                    Some(body) => acb::storage(&body).map_err(Error::Envoy)?,
+                    None => None,
                 };
+                let count = count.map_or(0, |s| s.count);
                 self.acb = Some((count, Instant::now()));
                 count
             }
@@ -326,6 +382,14 @@ impl Feeds {
         let (units, unsafe_serials) = battery::units(&found.inventory.units);
         self.tell_unsafe(unsafe_serials);
         fields.extend(units);
+        if acb > 0 {
+            if let Some(body) = self.optional(envoy, "/inventory.json?deleted=1")? {
+                let list = acb::inventory(&body).map_err(Error::Envoy)?;
+                let (units, unsafe_serials) = battery::acb_units(&list);
+                self.tell_unsafe(unsafe_serials);
+                fields.extend(units);
+            }
+        }
         // The grid status changes; what the ensemble has does not: said when it changes.
         let what = |e: &Ensemble| (e.describe(), e.inventory.batteries, e.acb);
         if self.ensemble.as_ref().map(what) != Some(what(&found)) {
@@ -346,22 +410,30 @@ impl Feeds {
         }
     }
 
-    /// Each IQ Battery's power and state of charge (`/ivp/ensemble/power`), and their sum
-    /// as the batteries' power where no storage CT measures it; nothing, and no request,
-    /// without IQ Batteries.
+    /// Each IQ Battery's power and state of charge (`/ivp/ensemble/power`), the AC
+    /// Batteries' power (`/production.json`), and the power of all of them where no storage
+    /// CT measures it; nothing, and no request, without batteries.
     pub fn battery_power(&mut self, envoy: &mut Envoy) -> Result<Vec<Field>> {
-        if self
-            .ensemble
-            .as_ref()
-            .is_none_or(|e| e.inventory.batteries == 0)
-        {
-            return Ok(Vec::new());
-        }
-        let Some(body) = self.optional(envoy, "/ivp/ensemble/power")? else {
+        let Some(e) = self.ensemble.clone().filter(Ensemble::has_batteries) else {
             return Ok(Vec::new());
         };
-        let units = ensemble::power(&body).map_err(Error::Envoy)?;
-        let (fields, unsafe_serials) = battery::power(&units, self.storage_ct);
+        let units = match e.inventory.batteries {
+            0 => Vec::new(),
+            _ => match self.optional(envoy, "/ivp/ensemble/power")? {
+                Some(body) => ensemble::power(&body).map_err(Error::Envoy)?,
+                None => Vec::new(),
+            },
+        };
+        let acb_watts = match e.acb {
+            0 => None,
+            _ => match self.optional(envoy, "/production.json")? {
+                Some(body) => acb::storage(&body)
+                    .map_err(Error::Envoy)?
+                    .and_then(|s| s.watts),
+                None => None,
+            },
+        };
+        let (fields, unsafe_serials) = battery::power(&units, acb_watts, self.storage_ct);
         self.tell_unsafe(unsafe_serials);
         Ok(fields)
     }
@@ -404,22 +476,34 @@ impl Feeds {
 
     /// Each microinverter: `/ivp/pdm/device_data` where it answers with all of them, else
     /// `/api/v1/production/inverters`. The inverters report every 5 minutes; those whose
-    /// report did not change are not published again.
+    /// report did not change are not published again. The AC Batteries' power and last
+    /// report come from the v1 list (`devType` 11), read for them where device data served
+    /// the inverters.
     pub fn each_inverter(&mut self, envoy: &mut Envoy) -> Result<SideRead> {
         let detailed = match self.optional(envoy, "/ivp/pdm/device_data")? {
             Some(body) => inverters::device_data(&body).map_err(Error::Envoy)?,
             None => None,
         };
-        let list = match detailed {
-            Some(list) => list,
-            None => match self.optional(envoy, "/api/v1/production/inverters")? {
-                Some(body) => inverters::v1(&body).map_err(Error::Envoy)?,
-                None => return Ok(SideRead::default()),
+        let with_acb = self.ensemble.as_ref().is_some_and(|e| e.acb > 0);
+        let v1 = match (&detailed, with_acb) {
+            (Some(_), false) => None,
+            _ => match self.optional(envoy, "/api/v1/production/inverters")? {
+                Some(body) => Some(inverters::v1(&body).map_err(Error::Envoy)?),
+                None => None,
             },
         };
-        let (all, unsafe_serials) = inverter_fields::fields(&list);
+        let (list, acbs) = match (detailed, v1) {
+            (Some(list), v1) => (list, v1.map(|v| v.acb).unwrap_or_default()),
+            (None, Some(v1)) => (v1.inverters, v1.acb),
+            (None, None) => return Ok(SideRead::default()),
+        };
+        let (mut all, unsafe_serials) = inverter_fields::fields(&list);
         self.tell_unsafe(unsafe_serials);
-        let changed = inverter_fields::changed(&self.reports, &list, &all);
+        let mut changed = inverter_fields::changed(&self.reports, &list, &all);
+        let (batteries, unsafe_serials) = battery::acb_reports(&acbs);
+        self.tell_unsafe(unsafe_serials);
+        all.extend(batteries.iter().copied());
+        changed.extend(batteries);
         self.reports = list
             .iter()
             .map(|i| (i.serial.clone(), i.last_report))

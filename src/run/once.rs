@@ -40,6 +40,7 @@ pub fn run(config: &Config, dry_run: bool) -> Result<()> {
             let expire = (3 * config.data_interval.as_secs()).max(900);
             let mut announcer = Announcer::new(config, envoy, Some(expire));
             announcer.set(Group::Side, side);
+            store.battery(now, side);
             let published = cycle::publish(snap, now, &p, &mut store, &mut announcer, true)?;
             let mut m = published.discovery;
             m.extend(published.values);

@@ -251,6 +251,7 @@ impl Service<'_> {
                 let (feeds, envoy) = (&mut self.feeds, &mut self.envoy);
                 let table = (&mut self.table, self.config.data_interval);
                 if let Some(read) = self.side.run(side, feeds, envoy, table)? {
+                    self.store.battery(SystemTime::now(), &read.all);
                     self.publish_values(Group::Feed(side), &read.all, &read.changed)?;
                 }
                 return Ok(true);

@@ -203,6 +203,22 @@ fn each_endpoint_comes_at_its_own_period_one_request_at_a_time() {
     );
 }
 
+/// A broker, a subscriber in place, a state folder, and the bridge's settings for `e` with a
+/// data poll every 2 s and raw polling off.
+fn every_two_seconds(e: &Envoy) -> (Mosquitto, Subscriber, Tmp, Vec<(&'static str, String)>) {
+    let broker = Mosquitto::start("allow_anonymous true");
+    let sub = Subscriber::start(&broker, &[]);
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(e, &broker, &state),
+        &[
+            ("DATA_INTERVAL_SECONDS", "2"),
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+        ],
+    );
+    (broker, sub, state, env)
+}
+
 #[test]
 fn a_battery_that_leaves_the_system_is_cleared_from_the_broker() {
     let power =
@@ -210,16 +226,7 @@ fn a_battery_that_leaves_the_system_is_cleared_from_the_broker() {
     // A copy the simulated Envoy reads at each request, so the test can change it.
     let fixture = variant_with(BATTERY, "ivp_ensemble_power", Some(&power));
     let e = envoy_with(&fixture.0, Control::new("123456789012"));
-    let broker = Mosquitto::start("allow_anonymous true");
-    let sub = Subscriber::start(&broker, &[]);
-    let state = Tmp::new("state");
-    let env = with(
-        bridge_env(&e, &broker, &state),
-        &[
-            ("DATA_INTERVAL_SECONDS", "2"),
-            ("RAW_DATA_INTERVAL_SECONDS", "0"),
-        ],
-    );
+    let (_broker, sub, _state, env) = every_two_seconds(&e);
     let d = Daemon::start(&pairs(&env), &[]);
     let soc = "envoy/123456789012/battery/12345678901006/soc";
     assert!(
@@ -250,4 +257,111 @@ fn a_battery_that_leaves_the_system_is_cleared_from_the_broker() {
     // The others are still there.
     let other = "envoy/123456789012/battery/12345678901005/soc";
     assert_eq!(sub.last(other), Some((true, "21".to_string())));
+}
+
+/// The values of `topic` the subscriber saw, in order.
+fn numbers(sub: &Subscriber, topic: &str) -> Vec<f64> {
+    sub.seen()
+        .iter()
+        .filter(|m| m.topic == topic)
+        .filter_map(|m| m.payload.parse().ok())
+        .collect()
+}
+
+#[test]
+fn ac_batteries_and_battery_energy_counted_without_a_storage_ct_across_a_restart() {
+    // 8.2.4382_ACB: one IQ Battery (105 W) and three ACB (260 W), no storage CT: the
+    // batteries' power is the sum, 365 W discharging, and their energy is integrated.
+    let e = envoy("8.2.4382_ACB");
+    let (_broker, sub, _state, env) = every_two_seconds(&e);
+    let topic = |name: &str| format!("envoy/123456789012/{name}");
+    let out = topic("data/battery_discharged_whLifetime");
+    let counted = |n: usize| {
+        move |s: &[Seen]| {
+            s.iter()
+                .filter(|m| m.topic == topic("data/battery_discharged_whLifetime"))
+                .count()
+                >= n
+        }
+    };
+    let mut d = Daemon::start(&pairs(&env), &[]);
+    assert!(
+        sub.wait_until(Duration::from_secs(30), counted(3)),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.terminate().is_some_and(|s| s.success()), "{}", d.stderr());
+    let before = numbers(&sub, &out);
+    let last = *before.last().unwrap();
+    // About 365 W × 2 s between polls: more than nothing, less than a kilowatt for it.
+    assert!(last > 0.0 && last < 5.0, "{before:?}");
+    assert!(before.windows(2).all(|w| w[1] >= w[0]), "{before:?}");
+    assert_eq!(
+        sub.last(&topic("data/battery_wNow")),
+        Some((true, "365".into()))
+    );
+    assert_eq!(
+        numbers(&sub, &topic("data/battery_charged_whLifetime")).last(),
+        Some(&0.0)
+    );
+    // Each ACB: its charge, cell temperature and status (inventory), power and last
+    // report (the microinverters' list, devType 11); none is a microinverter.
+    for (name, value) in [
+        ("battery/122122013879/soc", "24"),
+        ("battery/122122013879/temperature", "18"),
+        ("battery/122122013879/status", "discharging"),
+        ("battery/122122013879/wNow", "2"),
+        ("battery/122122013879/last_report", "1732089577"),
+        ("battery/122311091641/status", "discharging"),
+    ] {
+        assert_eq!(sub.last(&topic(name)), Some((true, value.into())), "{name}");
+    }
+    assert!(sub.last(&topic("inverter/122122013879/wNow")).is_none());
+
+    // The restart: the counters go on from where they were, never from 0.
+    let n = before.len();
+    let d = Daemon::start(&pairs(&env), &[]);
+    assert!(
+        sub.wait_until(Duration::from_secs(30), counted(n + 3)),
+        "{}",
+        d.stderr()
+    );
+    let after = &numbers(&sub, &out)[n..];
+    assert!(
+        after.iter().all(|v| *v >= last) && after.last() > Some(&last),
+        "before {before:?}, after {after:?}"
+    );
+    let today: f64 = sub
+        .last(&topic("data/battery_discharged_today"))
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert!(today > 0.0 && today <= *after.last().unwrap(), "{today}");
+    assert!(sub.last(&topic("battery_discharged/daily")).is_some());
+    // Home Assistant: the Energy dashboard's battery slots take the kWh counters.
+    let config =
+        "homeassistant/sensor/envoy2mqtt_123456789012/battery_discharged_kwhLifetime/config";
+    let (retained, payload) = sub.last(config).expect("discovery of the battery energy");
+    let c: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert!(retained);
+    assert_eq!(
+        (&c["device_class"], &c["state_class"], &c["device"]["name"]),
+        (
+            &serde_json::json!("energy"),
+            &serde_json::json!("total_increasing"),
+            &serde_json::json!("Battery")
+        )
+    );
+    let unit = "homeassistant/sensor/envoy2mqtt_123456789012/battery_122122013879_status/config";
+    let (_, payload) = sub.last(unit).expect("discovery of an AC Battery");
+    let c: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(
+        (&c["device"]["name"], &c["device_class"], &c["options"]),
+        (
+            &serde_json::json!("AC Battery 122122013879"),
+            &serde_json::json!("enum"),
+            &serde_json::json!(["idle", "charging", "discharging"])
+        )
+    );
 }

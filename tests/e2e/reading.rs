@@ -304,3 +304,51 @@ fn split_phase_total_consumption_fields_match_the_fixture_numbers() {
     }
     assert!(!out.contains("_l3"), "two phases only: {out}");
 }
+
+#[test]
+fn consumption_from_production_json_where_ivp_meters_is_not_usable() {
+    // Older metered firmware: consumption CTs, but no /ivp/meters (404). Derived from
+    // 7.6.175_with_cts without its meter answers; pyenphase then reads production.json's
+    // eim sections: production 488.154 W / 3183793.303 Wh, total consumption 476.686 W /
+    // 5145153.621 Wh, net -11.468 W / 1961512.786 Wh (import less export).
+    let dir = Tmp::new("fixture");
+    for entry in std::fs::read_dir(fixtures().join("7.6.175_with_cts")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("ivp_meters") {
+            std::fs::copy(&path, dir.0.join(&name)).unwrap();
+        }
+    }
+    let (code, out, err) = dry_run_of(&dir.0);
+    assert_eq!(code, Some(0), "{err}");
+    let value = |name: &str| {
+        let line = format!("/data/{name} [retained] ");
+        out.lines()
+            .find_map(|l| l.split_once(&line).map(|(_, v)| v.to_string()))
+    };
+    #[rustfmt::skip]
+    let want = [
+        ("prod_eim_wNow", "488.154"), ("prod_eim_whLifetime", "3183793.303"),
+        ("conso_all_eim_wNow", "476.686"), ("conso_all_eim_whLifetime", "5145153.621"),
+        ("conso_all_eim_rmsVoltage", "235.743"),
+        ("conso_net_eim_wNow", "-11.468"), ("conso_net_eim_whLifetime", "1961512.786"),
+        ("grid_eim_wNow", "11.468"), ("conso_all_eim_today", "0"),
+    ];
+    for (name, v) in want {
+        assert_eq!(value(name).as_deref(), Some(v), "{name}: {out}");
+    }
+    // Import and export are not counted apart there: not published rather than wrong.
+    for name in [
+        "import_eim_whLifetime",
+        "grid_eim_whLifetime",
+        "eco_eim_whLifetime",
+    ] {
+        assert_eq!(value(name), None, "{name}: {out}");
+    }
+    assert_eq!(
+        err.matches("/production.json reports consumption CTs")
+            .count(),
+        1,
+        "{err}"
+    );
+}

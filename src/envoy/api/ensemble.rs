@@ -42,12 +42,14 @@ pub struct BatteryUnit {
     pub last_report: Option<f64>,
 }
 
+/// A group of devices of one type, as the inventories list them (`/ivp/ensemble/inventory`,
+/// `/inventory.json`).
 #[derive(Deserialize)]
-struct GroupJson {
+pub(crate) struct GroupJson {
     #[serde(rename = "type", default)]
-    kind: String,
+    pub kind: String,
     #[serde(default)]
-    devices: Vec<Value>,
+    pub devices: Vec<Value>,
 }
 
 /// `GET /ivp/ensemble/inventory`: a list of device groups by type. Firmware without

@@ -37,22 +37,44 @@ struct V1Json {
     last_report_date: f64,
     last_report_watts: f64,
     max_report_watts: f64,
+    /// 1 (or absent): a microinverter; 11: an AC Battery.
+    #[serde(default = "microinverter")]
+    dev_type: i64,
+}
+
+fn microinverter() -> i64 {
+    1
+}
+
+/// The v1 list, split: the microinverters, and the AC Batteries (`devType` 11) that
+/// firmware lists with them. Other device types are passed over, as pyenphase does.
+#[derive(Debug, Default)]
+pub struct V1List {
+    pub inverters: Vec<Inverter>,
+    pub acb: Vec<Inverter>,
 }
 
 /// `GET /api/v1/production/inverters`.
-pub fn v1(body: &str) -> Result<Vec<Inverter>, String> {
+pub fn v1(body: &str) -> Result<V1List, String> {
     let list: Vec<V1Json> = parse("/api/v1/production/inverters", body)?;
-    Ok(list
-        .into_iter()
-        .map(|i| Inverter {
+    let mut out = V1List::default();
+    for i in list {
+        let kind = i.dev_type;
+        let unit = Inverter {
             serial: i.serial_number,
             last_report: i.last_report_date,
             watts: i.last_report_watts,
             max_watts: i.max_report_watts,
             ..Inverter::default()
-        })
-        .filter(finite)
-        .collect())
+        };
+        match kind {
+            _ if !finite(&unit) => {}
+            1 => out.inverters.push(unit),
+            11 => out.acb.push(unit),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 fn finite(i: &Inverter) -> bool {
@@ -216,8 +238,9 @@ mod tests {
             "api_v1_production_inverters",
         ))
         .unwrap();
+        assert_eq!((list.inverters.len(), list.acb.len()), (20, 0));
         assert_eq!(
-            list[0],
+            list.inverters[0],
             Inverter {
                 serial: "482208990001".into(),
                 last_report: 1_785_592_409.0,
@@ -226,6 +249,21 @@ mod tests {
                 ..Inverter::default()
             }
         );
+        // 8.2.4382_ACB: 17 microinverters (devType 1) and 3 AC Batteries (devType 11).
+        let acb = v1(&fixture("8.2.4382_ACB", "api_v1_production_inverters")).unwrap();
+        assert_eq!((acb.inverters.len(), acb.acb.len()), (17, 3));
+        assert_eq!(
+            (
+                acb.acb[0].serial.as_str(),
+                acb.acb[0].watts,
+                acb.acb[0].last_report
+            ),
+            ("122122013879", 2.0, 1_732_089_577.0)
+        );
+        let mixed = r#"[{"serialNumber":"1","lastReportDate":1,"lastReportWatts":1,"maxReportWatts":1},
+            {"serialNumber":"2","lastReportDate":1,"lastReportWatts":1,"maxReportWatts":1,"devType":12}]"#;
+        let mixed = v1(mixed).unwrap();
+        assert_eq!((mixed.inverters.len(), mixed.acb.len()), (1, 0));
         for bad in ["", "{", "<html>", r#"[{"serialNumber":1}]"#] {
             assert!(v1(bad).is_err(), "{bad}");
             assert!(device_data(bad).is_err() || bad.starts_with('['), "{bad}");

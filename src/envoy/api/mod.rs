@@ -2,6 +2,8 @@
 //! sent into plain structs. A parse error is a short `String` that says what was expected;
 //! the caller logs it and skips the answer.
 
+pub mod acb;
+pub mod eim;
 pub mod ensemble;
 pub mod info;
 pub mod inverters;

@@ -96,48 +96,9 @@ pub fn production_inverters(body: &str) -> Result<Option<Inverters>, String> {
         }))
 }
 
-/// `/production.json`'s `storage` section: the AC Batteries.
-#[derive(Deserialize)]
-struct StorageListJson {
-    #[serde(default)]
-    storage: Vec<StorageJson>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StorageJson {
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    active_count: u64,
-}
-
-/// `GET /production.json`: how many AC Batteries report (`storage`, type `acb`).
-pub fn acb_count(body: &str) -> Result<u64, String> {
-    let p: StorageListJson = parse("/production.json", body)?;
-    Ok(p.storage
-        .iter()
-        .filter(|s| s.kind == "acb")
-        .map(|s| s.active_count)
-        .sum())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ac_batteries_of_the_captures() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/envoy");
-        for (variant, want) in [
-            ("8.2.4382_ACB", 3),
-            ("8.2.127_with_3cts_and_battery_split", 0),
-        ] {
-            let body = std::fs::read_to_string(format!("{dir}/{variant}/production.json")).unwrap();
-            assert_eq!(acb_count(&body), Ok(want), "{variant}");
-        }
-        assert_eq!(acb_count(r#"{"production":[]}"#), Ok(0));
-    }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
@@ -150,8 +111,6 @@ mod tests {
         ] {
             assert!(production(body).is_err(), "{body}");
             assert!(production_inverters(body).is_err(), "{body}");
-            // An object without a `storage` section has no AC Battery.
-            assert!(acb_count(body).is_err() || body.starts_with('{'), "{body}");
         }
     }
 }
