@@ -30,6 +30,9 @@ fn load(flags: Sources, config_file: Option<&Path>) -> Result<(Config, Sources)>
     // The logger passes everything; the level is the `log` crate's, which a reload changes.
     let _ = simplelog::WriteLogger::init(log::LevelFilter::Trace, log_config, std::io::stderr());
     log::set_max_level(config.log_level);
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     Ok((config, sources))
 }
 

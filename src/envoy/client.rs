@@ -272,10 +272,12 @@ impl Envoy {
         let mut reply = self.check(&token)?;
         let mut token = token;
         if reply.status == 401 {
-            log::warn!(
-                "the Envoy refused the token (valid until {}); asking for a new one",
-                token::date(token.claims.exp)
-            );
+            if self.keeper.can_renew(&token) {
+                log::warn!(
+                    "the Envoy refused the token (valid until {}); asking Enlighten for a new one",
+                    token::date(token.claims.exp)
+                );
+            }
             token = self.keeper.renew(&token)?;
             reply = self.check(&token)?;
         }

@@ -26,6 +26,21 @@ pub struct Args {
     pub flags: Sources,
 }
 
+/// The value of `--{name}`, never an option (`--diagnose --config x` is a missing folder,
+/// not a folder named `--config`).
+fn path_value(parser: &mut lexopt::Parser, name: &str) -> Result<OsString> {
+    let value = parser
+        .value()
+        .map_err(|_| Error::Usage(format!("--{name} needs a value")))?;
+    if value.to_string_lossy().starts_with("--") {
+        return Err(Error::Usage(format!(
+            "--{name} needs a value, not the option {}",
+            value.to_string_lossy()
+        )));
+    }
+    Ok(value)
+}
+
 /// Parses `args` (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     use lexopt::prelude::*;
@@ -40,8 +55,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("once") => once = true,
             Long("dry-run") => dry_run = true,
             Long("check") => check = true,
-            Long("diagnose") => diagnose = Some(PathBuf::from(parser.value()?)),
-            Long("config") => config_file = Some(PathBuf::from(parser.value()?)),
+            Long("diagnose") => {
+                diagnose = Some(PathBuf::from(path_value(&mut parser, "diagnose")?))
+            }
+            Long("config") => config_file = Some(PathBuf::from(path_value(&mut parser, "config")?)),
             Long("version") | Short('V') => other = Some(Mode::Version),
             Long("help") | Short('h') => other = Some(Mode::Help),
             Long(name) => {
@@ -197,6 +214,14 @@ mod tests {
             (
                 &["--mqtt-host", "--once"],
                 "--mqtt-host needs a value, not the option --once",
+            ),
+            (
+                &["--diagnose", "--config", "x"],
+                "--diagnose needs a value, not the option --config",
+            ),
+            (
+                &["--config", "--once"],
+                "--config needs a value, not the option --once",
             ),
         ];
         for (list, want) in cases {

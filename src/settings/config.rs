@@ -80,6 +80,8 @@ pub struct MqttConfig {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// What is accepted but worth a warning in the log (a key given twice, a long client id).
+    pub warnings: Vec<String>,
     pub envoy: EnvoyConfig,
     pub mqtt: MqttConfig,
     /// `None` when the raw topics are disabled.

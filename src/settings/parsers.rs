@@ -23,6 +23,25 @@ pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// `value` as an error message may show it: at most 80 characters, the rest cut with `…`.
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &value[..at]),
+        None => value.to_string(),
+    }
+}
+
+/// Whether `token` has a JWT's shape: three non-empty base64url parts joined by dots.
+pub fn jwt_shaped(token: &str) -> bool {
+    let parts: Vec<&str> = token.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
+        })
+}
+
 pub fn unquote(value: &str) -> &str {
     for q in ['"', '\''] {
         if value.len() >= 2 && value.starts_with(q) && value.ends_with(q) {
@@ -188,13 +207,21 @@ pub fn topic_level(name: &str, value: &str) -> Result<String> {
             value.escape_debug()
         ))
     } else {
-        None
+        value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')))
+            .map(|c| {
+                format!(
+                    "'{}' has {c:?} in it (spaces and non-ASCII letters break topic filters and entity ids)",
+                    value.escape_debug()
+                )
+            })
     };
     match problem {
         Some(problem) => Err(Error::config(
             name,
             problem,
-            "use letters, digits, - or _ (levels separated by /), at most 64 characters, such as envoy",
+            "use ASCII letters, digits, -, _ or . (levels separated by /), at most 64 characters, such as envoy",
         )),
         None => Ok(value.to_string()),
     }

@@ -34,6 +34,8 @@ impl fmt::Display for Origin {
 #[derive(Debug, Default, Clone)]
 pub struct Sources {
     values: BTreeMap<&'static str, (String, Origin)>,
+    /// What the log should warn of once the logger runs (a key given twice).
+    warnings: Vec<String>,
 }
 
 impl Sources {
@@ -46,11 +48,24 @@ impl Sources {
             Origin::Default => 0,
         };
         match self.values.get(setting.name) {
+            // Given twice in the file: the last wins, as with systemd's EnvironmentFile.
+            Some((_, old @ Origin::File(..))) if matches!(origin, Origin::File(..)) => {
+                self.warnings.push(format!(
+                    "{} is given twice ({old} and {origin}): the last one is used, as systemd does",
+                    setting.name
+                ));
+                self.values.insert(setting.name, (value, origin));
+            }
             Some((_, old)) if rank(old) >= rank(&origin) => {}
             _ => {
                 self.values.insert(setting.name, (value, origin));
             }
         }
+    }
+
+    /// What the log should warn of (a key given twice in the file).
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
     }
 
     /// A value given on the command line (`--mqtt-host x`). Secrets are refused.
@@ -107,7 +122,27 @@ impl Sources {
                 ));
             };
             let key = key.trim();
-            let value = unquote(value.trim());
+            let at = || format!("{path} line {}", index + 1);
+            if key.is_empty() {
+                return Err(Error::config(
+                    "--config",
+                    format!("{}: no setting name before '='", at()),
+                    "write NAME=value, or comment the line out with #",
+                ));
+            }
+            let value = value.trim();
+            let quoted = ['"', '\''].into_iter().find(|q| value.starts_with(*q));
+            if let Some(q) = quoted.filter(|q| value.len() < 2 || !value.ends_with(*q)) {
+                return Err(Error::config(
+                    key,
+                    format!(
+                        "in {}: the value opens a quote ({q}) it does not close",
+                        at()
+                    ),
+                    format!("end the value with {q}, or remove the quote"),
+                ));
+            }
+            let value = unquote(value);
             match setting(key) {
                 Some(setting) => {
                     self.offer(

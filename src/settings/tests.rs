@@ -185,6 +185,41 @@ const REFUSED: &[(&[(&str, &str)], &str, &str)] = &[
         "cannot start",
     ),
     (
+        &[("MQTT_TOPIC_PREFIX", "my envoy")],
+        "MQTT_TOPIC_PREFIX",
+        "' ' in it",
+    ),
+    (
+        &[("MQTT_TOPIC_PREFIX", "énergie")],
+        "MQTT_TOPIC_PREFIX",
+        "'é' in it",
+    ),
+    (
+        &[("OFFPEAK_HOURS", "22:00-06:00,05:00-07:00")],
+        "OFFPEAK_HOURS",
+        "overlaps 22:00-06:00",
+    ),
+    (&[("STATE_DIR", "state")], "STATE_DIR", "absolute path"),
+    (
+        &[("ENVOY_TOKEN", "not a token")],
+        "ENVOY_TOKEN",
+        "three base64url parts",
+    ),
+    (&[("ENVOY_TOKEN", "a.b")], "ENVOY_TOKEN", "is not a token"),
+    (
+        &[("MQTT_CA_CERT", "/etc/passwd")],
+        "MQTT_CA_CERT",
+        "no PEM CERTIFICATE",
+    ),
+    (
+        &[
+            ("MQTT_CLIENT_KEY", "/etc/passwd"),
+            ("MQTT_CLIENT_CERT", "/etc/passwd"),
+        ],
+        "MQTT_CLIENT_CERT",
+        "no PEM",
+    ),
+    (
         &[("HA_DISCOVERY_PREFIX", "home/#")],
         "HA_DISCOVERY_PREFIX",
         "wildcard",
@@ -224,7 +259,10 @@ const REFUSED: &[(&[(&str, &str)], &str, &str)] = &[
         "readable PEM",
     ),
     (
-        &[("MQTT_CLIENT_CERT", "/nonexistent/c.pem")],
+        &[
+            ("MQTT_CLIENT_CERT", "/nonexistent/c.pem"),
+            ("MQTT_CLIENT_KEY", "/nonexistent/k.pem"),
+        ],
         "MQTT_CLIENT_CERT",
         "readable",
     ),
@@ -378,6 +416,71 @@ fn precedence_is_flag_env_file_default() {
 }
 
 #[test]
+fn a_key_given_twice_takes_the_last_as_systemd_does_and_warns() {
+    let mut s = Sources::default();
+    s.file(
+        "f",
+        "ENVOY_HOST=envoy.local\nMQTT_HOST=a\nENVOY_HOST=10.0.0.9\n",
+    )
+    .unwrap();
+    let c = s.validate().unwrap();
+    assert_eq!(c.envoy.url, "https://10.0.0.9");
+    assert_eq!(s.origin("ENVOY_HOST"), Origin::File("f".into(), 3));
+    assert_eq!(
+        c.warnings,
+        [
+            "ENVOY_HOST is given twice (f line 1 and f line 3): the last one is used, as systemd does"
+        ]
+    );
+    // The environment still wins over the file, without a warning.
+    let mut s = Sources::default();
+    s.environment(|k| (k == "ENVOY_HOST").then(|| "10.0.0.1".to_string()));
+    s.file("f", "ENVOY_HOST=envoy.local\n").unwrap();
+    let c = s.validate().unwrap();
+    assert_eq!(
+        (c.envoy.url.as_str(), c.warnings.len()),
+        ("https://10.0.0.1", 0)
+    );
+}
+
+#[test]
+fn client_ids_long_for_old_brokers_warn_and_past_mqtts_limit_are_refused() {
+    let id = "envoy2mqtt_122238082763_garage";
+    let c = config(&[("MQTT_CLIENT_ID", id)]).unwrap();
+    assert_eq!(c.mqtt.client_id.as_deref(), Some(id));
+    assert!(
+        c.warnings[0].starts_with("MQTT_CLIENT_ID is 30 bytes long"),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        config(&[("MQTT_CLIENT_ID", "envoy2mqtt")])
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
+    let e = config(&[("MQTT_CLIENT_ID", &"x".repeat(65_536))]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(
+        e.to_string().contains("MQTT_CLIENT_ID is 65536 bytes long"),
+        "{e}"
+    );
+    assert!(e.to_string().len() < 400, "the value is not echoed");
+    assert!(config(&[("MQTT_CLIENT_ID", &"x".repeat(65_535))]).is_ok());
+}
+
+#[test]
+fn values_shown_in_messages_are_cut_at_80_characters() {
+    let long = format!("{}x", "é".repeat(100));
+    let e = config(&[("MQTT_FORMAT", &long)]).unwrap_err().to_string();
+    assert!(e.contains(&format!("'{}…'", "é".repeat(80))), "{e}");
+    let e = config(&[("STATE_DIR", &"d".repeat(500))])
+        .unwrap_err()
+        .to_string();
+    assert!(e.len() < 300, "{e}");
+}
+
+#[test]
 fn file_errors() {
     let cases = [
         (
@@ -401,6 +504,17 @@ fn file_errors() {
             "mqtt_hots in f line 1",
             "did you mean MQTT_HOST?",
         ),
+        (
+            "=broker\n",
+            "f line 1: no setting name before '='",
+            "NAME=value",
+        ),
+        (
+            "MQTT_PASSWORD=\"secret\n",
+            "MQTT_PASSWORD in f line 1: the value opens a quote (\") it does not close",
+            "end the value with \"",
+        ),
+        ("MQTT_HOST='\n", "opens a quote (')", "remove the quote"),
     ];
     for (text, problem, fix) in cases {
         let e = Sources::default().file("f", text).unwrap_err();
@@ -420,10 +534,11 @@ fn secrets_are_refused_as_flags_and_hidden() {
     }
     let e = Sources::default().flag("no-such", "x".into()).unwrap_err();
     assert!(e.to_string().contains("unknown option --no-such"));
-    let c = config(&[("MQTT_PASSWORD", "hunter2"), ("ENVOY_TOKEN", "tok")]).unwrap();
+    let token = "eyJhbGciOiJFUzI1NiJ9.eyJzZWNyZXQiOjF9.c2lnbmF0dXJl";
+    let c = config(&[("MQTT_PASSWORD", "hunter2"), ("ENVOY_TOKEN", token)]).unwrap();
     let shown = format!("{c:?} {:?}", c.describe());
     assert!(
-        !shown.contains("hunter2") && !shown.contains("tok\""),
+        !shown.contains("hunter2") && !shown.contains("eyJzZWNyZXQiOjF9"),
         "{shown}"
     );
 }

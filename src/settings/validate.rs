@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::config::{Config, EnvoyConfig, Format, MqttConfig, Secret, TlsVerify};
 use super::parsers::{
-    envoy_url, host, https_url, interval, parse_bool, parse_fingerprint, topic_level,
+    envoy_url, host, https_url, interval, jwt_shaped, parse_bool, parse_fingerprint, shown,
+    topic_level,
 };
 use super::sources::Sources;
 use super::table::setting;
@@ -29,7 +30,15 @@ impl Sources {
             Duration::from_secs(60),
             Some("the per-inverter topics"),
         )?;
+        let mut warnings = self.warnings();
+        if let Some(id) = mqtt.client_id.as_ref().filter(|id| id.len() > 23) {
+            warnings.push(format!(
+                "MQTT_CLIENT_ID is {} bytes long: brokers that keep to MQTT 3.1.1's 23-byte limit refuse it (mosquitto takes it)",
+                id.len()
+            ));
+        }
         Ok(Config {
+            warnings,
             envoy,
             mqtt,
             raw_interval,
@@ -38,7 +47,7 @@ impl Sources {
             ha_discovery: v.boolean("HA_DISCOVERY")?,
             ha_prefix: topic_level("HA_DISCOVERY_PREFIX", &v.text("HA_DISCOVERY_PREFIX"))?,
             offpeak: offpeak(&v)?,
-            state_dir: PathBuf::from(v.text("STATE_DIR")),
+            state_dir: state_dir(&v)?,
             // Parsed once, here: `TZ`, else the system's zone (`/etc/TZ`, `/etc/localtime`).
             zone: Zone::system(v.get("TZ"))?,
             tz: v.get("TZ").map(str::to_string),
@@ -77,19 +86,35 @@ impl Values<'_> {
         parse_bool(name, &self.text(name))
     }
 
-    /// A PEM file's path, checked to be readable now rather than at the first connect.
-    fn file(&self, name: &str) -> Result<Option<PathBuf>> {
+    /// A PEM file's path, checked now rather than at the first connect: readable, and
+    /// holding a PEM block whose label ends with `label` (`CERTIFICATE`, `PRIVATE KEY`).
+    fn file(&self, name: &str, label: &str) -> Result<Option<PathBuf>> {
+        use std::io::Read;
         let Some(p) = self.get(name) else {
             return Ok(None);
         };
         let path = PathBuf::from(p);
-        std::fs::File::open(&path).map_err(|e| {
-            Error::config(
+        let mut text = String::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(1 << 20).read_to_string(&mut text))
+            .map_err(|e| {
+                Error::config(
+                    name,
+                    format!("names {}, which cannot be read as text ({e})", shown(p)),
+                    "give the path of a readable PEM file",
+                )
+            })?;
+        let pem = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("-----BEGIN "))
+            .any(|l| l.trim_end_matches('-').ends_with(label));
+        if !pem {
+            return Err(Error::config(
                 name,
-                format!("names {p}, which cannot be read ({e})"),
-                "give the path of a readable PEM file",
-            )
-        })?;
+                format!("names {}, which holds no PEM {label}", shown(p)),
+                format!("give a PEM file with a -----BEGIN ...{label}----- block"),
+            ));
+        }
         Ok(Some(path))
     }
 
@@ -101,7 +126,7 @@ impl Values<'_> {
             .iter()
             .find(|(text, _)| *text == lower)
             .map(|(_, value)| *value)
-            .ok_or_else(|| Error::config(name, format!("is '{given}'"), fix))
+            .ok_or_else(|| Error::config(name, format!("is '{}'", shown(&given)), fix))
     }
 }
 
@@ -163,6 +188,16 @@ fn envoy(v: &Values) -> Result<EnvoyConfig> {
         }
         None => None,
     };
+    if let Some(token) = v.get("ENVOY_TOKEN").filter(|t| !jwt_shaped(t)) {
+        return Err(Error::config(
+            "ENVOY_TOKEN",
+            format!(
+                "is not a token: {} characters that are not three base64url parts joined by dots",
+                token.len()
+            ),
+            "paste the whole token from https://entrez.enphaseenergy.com (it starts with eyJ), or set ENPHASE_USERNAME and ENPHASE_PASSWORD instead",
+        ));
+    }
     Ok(EnvoyConfig {
         url: envoy_url(&v.text("ENVOY_HOST"))?,
         serial,
@@ -173,20 +208,20 @@ fn envoy(v: &Values) -> Result<EnvoyConfig> {
         cert_sha256,
         login_url: https_url("ENPHASE_LOGIN_URL", &v.text("ENPHASE_LOGIN_URL"))?,
         token_url: https_url("ENPHASE_TOKEN_URL", &v.text("ENPHASE_TOKEN_URL"))?,
-        cloud_ca: v.file("ENPHASE_CA_CERT")?,
+        cloud_ca: v.file("ENPHASE_CA_CERT", "CERTIFICATE")?,
     })
 }
 
 /// The broker group: address, login, topics, QoS, payloads, TLS.
 fn mqtt(v: &Values) -> Result<MqttConfig> {
     let tls = v.boolean("MQTT_TLS")?;
-    let client_cert = v.file("MQTT_CLIENT_CERT")?;
-    let client_key = v.file("MQTT_CLIENT_KEY")?;
     paired(
-        ("MQTT_CLIENT_CERT", client_cert.is_some()),
-        ("MQTT_CLIENT_KEY", client_key.is_some()),
+        ("MQTT_CLIENT_CERT", v.get("MQTT_CLIENT_CERT").is_some()),
+        ("MQTT_CLIENT_KEY", v.get("MQTT_CLIENT_KEY").is_some()),
         "mutual TLS needs both the client certificate and its key",
     )?;
+    let client_cert = v.file("MQTT_CLIENT_CERT", "CERTIFICATE")?;
+    let client_key = v.file("MQTT_CLIENT_KEY", "PRIVATE KEY")?;
     let port = match v.get("MQTT_PORT") {
         None if tls => 8883,
         None => 1883,
@@ -203,7 +238,7 @@ fn mqtt(v: &Values) -> Result<MqttConfig> {
         port,
         username: v.optional("MQTT_USERNAME"),
         password: v.secret("MQTT_PASSWORD"),
-        client_id: v.optional("MQTT_CLIENT_ID"),
+        client_id: client_id(v)?,
         prefix: topic_level("MQTT_TOPIC_PREFIX", &v.text("MQTT_TOPIC_PREFIX"))?,
         qos: v.choice(
             "MQTT_QOS",
@@ -217,7 +252,7 @@ fn mqtt(v: &Values) -> Result<MqttConfig> {
             "use simple (default) or json",
         )?,
         tls,
-        ca_cert: v.file("MQTT_CA_CERT")?,
+        ca_cert: v.file("MQTT_CA_CERT", "CERTIFICATE")?,
         client_cert,
         client_key,
         tls_insecure: v.boolean("MQTT_TLS_INSECURE")?,
@@ -252,6 +287,33 @@ fn intervals(v: &Values) -> Result<(Option<Duration>, Duration)> {
         ));
     }
     Ok((raw, data))
+}
+
+/// `MQTT_CLIENT_ID`: at most 65,535 bytes, MQTT's limit for a string (more than 23 is a
+/// warning, for old brokers).
+fn client_id(v: &Values) -> Result<Option<String>> {
+    let id = v.optional("MQTT_CLIENT_ID");
+    if let Some(id) = id.as_ref().filter(|id| id.len() > usize::from(u16::MAX)) {
+        return Err(Error::config(
+            "MQTT_CLIENT_ID",
+            format!("is {} bytes long", id.len()),
+            "use at most 65,535 bytes (at most 23 letters and digits for every broker), or leave it empty for envoy2mqtt_{serial}",
+        ));
+    }
+    Ok(id)
+}
+
+/// `STATE_DIR`: an absolute path (a relative one would move with the working directory).
+fn state_dir(v: &Values) -> Result<PathBuf> {
+    let dir = PathBuf::from(v.text("STATE_DIR"));
+    if !dir.is_absolute() {
+        return Err(Error::config(
+            "STATE_DIR",
+            format!("'{}' is not an absolute path", shown(&v.text("STATE_DIR"))),
+            "give the folder from / (such as /var/lib/envoy2mqtt)",
+        ));
+    }
+    Ok(dir)
 }
 
 fn offpeak(v: &Values) -> Result<Vec<offpeak::Window>> {

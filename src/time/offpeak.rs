@@ -33,6 +33,9 @@ pub fn parse(text: &str) -> Result<Vec<Window>, String> {
         if window.start == window.end {
             return Err(format!("'{part}' starts and ends at the same time"));
         }
+        if let Some(other) = windows.iter().find(|w: &&Window| w.overlaps(window)) {
+            return Err(format!("'{part}' overlaps {other}"));
+        }
         windows.push(window);
     }
     Ok(windows)
@@ -47,6 +50,13 @@ impl Window {
         } else {
             minute >= self.start || minute < self.end
         }
+    }
+}
+
+impl Window {
+    /// Whether the two share a minute (each may cross midnight).
+    fn overlaps(self, other: Window) -> bool {
+        self.contains(other.start) || other.contains(self.start)
     }
 }
 
@@ -85,6 +95,16 @@ mod tests {
             ("25:00-06:00", Err("'25:00' in")),
             ("22:00-06:0", Err("'06:0' in")),
             ("10:00-10:00", Err("same time")),
+            (
+                "22:00-06:00,05:00-07:00",
+                Err("'05:00-07:00' overlaps 22:00-06:00"),
+            ),
+            (
+                "01:00-03:00,23:00-01:30",
+                Err("'23:00-01:30' overlaps 01:00-03:00"),
+            ),
+            ("12:00-14:00,13:59-15:00", Err("overlaps 12:00-14:00")),
+            ("22:00-06:00,06:00-07:00", Ok(vec![(1320, 360), (360, 420)])),
             ("", Err("is not a window")),
         ];
         for (text, want) in cases {
@@ -126,8 +146,8 @@ mod tests {
 
     #[test]
     fn displays_as_written() {
-        let w = parse("22:00-06:00, 1:30-7:05").unwrap();
+        let w = parse("22:00-06:00, 7:30-9:05").unwrap();
         let shown: Vec<String> = w.iter().map(Window::to_string).collect();
-        assert_eq!(shown, ["22:00-06:00", "01:30-07:05"]);
+        assert_eq!(shown, ["22:00-06:00", "07:30-09:05"]);
     }
 }

@@ -99,14 +99,32 @@ fn configuration_errors_exit_2_naming_the_setting() {
         (&[], &["--envoy-token", "x"], "ENVOY_TOKEN"),
         (&[], &["--mqtt-qos", "5", "--once", "--dry-run"], "MQTT_QOS"),
         (&[], &["--config", "/nonexistent/envoy2mqtt.env", "--once"], "--config"),
+        // Checked at start, before the Envoy or the broker is contacted.
+        (&[("ENVOY_HOST", "127.0.0.1:9"), ("ENVOY_TOKEN", "pasted-the-wrong-thing")], &["--once", "--dry-run"], "ENVOY_TOKEN"),
+        (&[("STATE_DIR", "var/lib/envoy2mqtt")], &["--once", "--dry-run"], "STATE_DIR"),
+        (&[("MQTT_CA_CERT", "/etc/passwd")], &["--once"], "MQTT_CA_CERT"),
+        (&[("MQTT_TOPIC_PREFIX", "mon envoy")], &["--dry-run"], "MQTT_TOPIC_PREFIX"),
+        (&[("OFFPEAK_HOURS", "22:00-06:00,01:00-07:00")], &["--dry-run"], "OFFPEAK_HOURS"),
     ];
+    let long_id = "c".repeat(65_536);
+    let long_id = [("MQTT_CLIENT_ID", long_id.as_str())];
+    let cases = cases.iter().copied().chain([(
+        &long_id[..],
+        &["--once", "--dry-run"][..],
+        "MQTT_CLIENT_ID",
+    )]);
     for (env, args, name) in cases {
         let out = run(env, args);
         assert_eq!(out.status.code(), Some(2), "{env:?} {args:?}");
         let err = text(&out.stderr);
         assert!(err.contains(&format!("configuration: {name} ")), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.len() < 600, "no long value echoed: {err}");
     }
+    // `--diagnose --config x` is a missing folder, not a folder named --config.
+    let out = run(&[], &["--diagnose", "--config", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--diagnose needs a value, not the option --config"));
     let file = Tmp::new("conf");
     std::fs::write(file.path("e.env"), "MQTT_HOTS=broker\n").unwrap();
     let out = run(
@@ -359,4 +377,46 @@ fn service_keeps_secrets_out_of_logs_argv_and_messages_and_tightens_widened_file
             & 0o777;
         assert_eq!(mode, 0o600, "{f} was not tightened");
     }
+}
+
+#[test]
+fn a_key_given_twice_in_the_file_takes_the_last_and_warns() {
+    // The shipped default names ENVOY_HOST; an owner adds theirs below it: theirs is used,
+    // as systemd's EnvironmentFile does, with a warning.
+    let e = envoy("7.6.175_with_cts");
+    let file = Tmp::new("conf");
+    let state = Tmp::new("state");
+    let settings = format!(
+        "ENVOY_HOST=127.0.0.1:9\nENVOY_TOKEN={}\nENVOY_HOST={}\nSTATE_DIR={}\n",
+        e.token,
+        e.server.url(),
+        state.0.display()
+    );
+    std::fs::write(file.path("e.env"), settings).unwrap();
+    let out = run(
+        &[],
+        &[
+            "--config",
+            file.path("e.env").to_str().unwrap(),
+            "--once",
+            "--dry-run",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(text(&out.stdout).contains("/data/prod_eim_wNow"));
+    let said = "ENVOY_HOST is given twice (";
+    assert_eq!(err.matches(said).count(), 1, "{err}");
+    assert!(
+        err.contains("line 1 and ") && err.contains("line 3): the last one is used"),
+        "{err}"
+    );
+    // The shipped default sets nothing: every setting line is commented out.
+    let default = include_str!("../../packaging/envoy2mqtt.default");
+    let set: Vec<&str> = default
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(set.is_empty(), "{set:?}");
+    assert!(default.contains("#ENVOY_HOST=envoy.local"));
 }

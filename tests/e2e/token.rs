@@ -329,3 +329,36 @@ fn token_expiry_past_year_9999_is_no_panic() {
         assert!(ok, "{exp}: {}", d.stderr());
     }
 }
+
+#[test]
+fn a_refused_pasted_token_says_how_to_get_a_new_one() {
+    // A well-formed token the Envoy does not accept (revoked, or made for another serial),
+    // pasted as ENVOY_TOKEN with no Enlighten account: no new one can be fetched.
+    let e = envoy("7.6.175_with_cts");
+    let token = sim::make_jwt("122238082763", "owner@example.com", 4_102_444_800);
+    let state = Tmp::new("state");
+    let out = run(
+        &[
+            ("ENVOY_HOST", &e.server.url()),
+            ("ENVOY_TOKEN", &token),
+            ("STATE_DIR", state.0.to_str().unwrap()),
+        ],
+        &["--once", "--dry-run"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the Envoy refuses ENVOY_TOKEN (valid until 2100-01-01")
+            && err.contains("no new one can be fetched")
+            && err.contains(
+                "create a token for serial 122238082763 at https://entrez.enphaseenergy.com"
+            ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("asking"),
+        "promises a new token it cannot get: {err}"
+    );
+    assert!(!err.contains(&token[40..]), "the token is never logged");
+    assert_eq!(e.server.control.count("GET /auth/check_jwt"), 1);
+}

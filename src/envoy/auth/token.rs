@@ -126,15 +126,22 @@ impl Keeper {
         }
     }
 
+    /// Whether a refused `token` can be replaced: not a pasted `ENVOY_TOKEN` without an
+    /// Enlighten account to get another with.
+    pub fn can_renew(&self, token: &Token) -> bool {
+        token.obtained != Obtained::Setting || self.cfg.username.is_some()
+    }
+
     /// A new token after the Envoy refused `refused`: from the cloud, if allowed.
     pub fn renew(&self, refused: &Token) -> Result<Token> {
-        match refused.obtained {
-            Obtained::Setting if self.cfg.username.is_none() => Err(Error::Token(format!(
-                "the Envoy refuses ENVOY_TOKEN (made for another serial, or revoked); create a new token for serial {}",
+        if !self.can_renew(refused) {
+            return Err(Error::Token(format!(
+                "the Envoy refuses ENVOY_TOKEN (valid until {}: made for another serial, or revoked), and without ENPHASE_USERNAME and ENPHASE_PASSWORD no new one can be fetched; create a token for serial {} at https://entrez.enphaseenergy.com and set ENVOY_TOKEN to it, or set the account so that envoy2mqtt gets its own",
+                date(refused.claims.exp),
                 self.serial
-            ))),
-            _ => self.cloud_token(),
+            )));
         }
+        self.cloud_token()
     }
 
     /// Whether `token`, in use by a running service, should be renewed now: it comes from
