@@ -57,6 +57,8 @@ pub struct Envoy {
     /// Called before every request: the service's broker session is tended through a long
     /// poll (the session's `tend`, see docs/design.md).
     tend: Option<Box<dyn FnMut()>>,
+    /// Requests answered so far (any status): a raw tick that asked nothing tells nothing.
+    answered: u64,
 }
 
 impl Envoy {
@@ -84,6 +86,7 @@ impl Envoy {
             keeper: Keeper::new(cfg, &config.state_dir, ""),
             session: None,
             keep_headers: false,
+            answered: 0,
             spare: String::new(),
             tend: None,
         };
@@ -327,6 +330,7 @@ impl Envoy {
         self.open_session()?;
         let auth = self.auth_header();
         let reply = self.request(path, auth)?;
+        self.answered += 1;
         // Without a token there is nothing to renew: old firmware answers 401 to some
         // endpoints it does not serve to anyone (D3.18 to /ivp/meters).
         if reply.status != 401 || matches!(self.session, Some(Auth::Open)) {
@@ -352,6 +356,11 @@ impl Envoy {
 
     /// The body of a 200 answer to `path`; `None` for 404, and for 401 from firmware that
     /// needs no token (the endpoint is absent, or closed to everyone, on this firmware).
+    /// How many requests the Envoy answered so far.
+    pub fn requests(&self) -> u64 {
+        self.answered
+    }
+
     pub fn body(&mut self, path: &str) -> Result<Option<String>> {
         let reply = self.get(path)?;
         match reply.status {

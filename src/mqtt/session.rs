@@ -25,6 +25,7 @@ use rumqttc::{
 
 use super::link::{self, Input, Link, explain, refused};
 use super::message::Message;
+use super::oversize::{self, Dropper, Head, MAX_INCOMING};
 use super::packet::{self, MAX_PACKET};
 use crate::error::{Error, Result};
 use crate::settings::MqttConfig;
@@ -78,6 +79,8 @@ pub struct Session {
     short_sessions: u32,
     /// Connections the broker accepted (the first one included).
     pub connects: u32,
+    /// What is left to drop of an oversized incoming packet.
+    dropper: Dropper,
 }
 
 impl Session {
@@ -130,6 +133,7 @@ impl Session {
             connected_at: Instant::now(),
             short_sessions: 0,
             connects: 0,
+            dropper: Dropper::default(),
         })
     }
 
@@ -332,13 +336,20 @@ impl Session {
     /// back-off starts again only after a session that lasted. Every retry is logged with
     /// when the next one comes; a new error as a warning.
     fn back_off(&mut self, err: String) {
+        self.back_off_after(err, true);
+    }
+
+    /// [`Session::back_off`]; `by_broker`: the broker ended the connection (a short session
+    /// it ended counts toward the client-id diagnosis; one we ended does not).
+    fn back_off_after(&mut self, err: String, by_broker: bool) {
+        self.dropper.reset();
         if let Some(link) = self.link.take() {
             link.shut();
             if self.connected_at.elapsed() >= STABLE {
                 self.failures = 0;
                 self.short_sessions = 0;
                 self.last_error.clear();
-            } else {
+            } else if by_broker {
                 self.short_sessions += 1;
             }
         }
@@ -426,15 +437,45 @@ impl Session {
         }
     }
 
-    /// Handles every whole packet in the input, then sends the acknowledgements.
+    /// Handles every whole packet in the input, then sends the acknowledgements. A
+    /// PUBLISH over [`MAX_INCOMING`] is acknowledged and dropped as it comes.
     fn parse(&mut self) {
         loop {
+            if self.dropper.drain(&mut self.input) {
+                break;
+            }
+            match oversize::head(&self.input, MAX_INCOMING) {
+                Head::Fits => {}
+                Head::More => break,
+                Head::Publish {
+                    total,
+                    topic,
+                    qos,
+                    pkid,
+                } => {
+                    // Acknowledged, so that the broker does not send it again.
+                    match qos {
+                        1 => self.encode(Packet::PubAck(PubAck::new(pkid))),
+                        2 => self.encode(Packet::PubRec(PubRec::new(pkid))),
+                        _ => {}
+                    }
+                    self.dropper.start(total, &topic);
+                    continue;
+                }
+                Head::Other { total } => {
+                    let err = format!(
+                        "{} sent a packet of {total} bytes, more than any it should send",
+                        self.server
+                    );
+                    return self.back_off_after(err, false);
+                }
+            }
             match Packet::read(&mut self.input, MAX_PACKET) {
                 Ok(packet) => self.handle(packet),
                 Err(CodecError::InsufficientBytes(_)) => break,
                 Err(e) => {
                     let err = format!("{} sent a packet that cannot be read ({e})", self.server);
-                    return self.back_off(err);
+                    return self.back_off_after(err, false);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The runs: the service ([`service`]: the loop, its feed table in [`schedule`]), `--once`
 //! ([`once`]), the poll → publish cycle both share ([`cycle`]), the feeds that poll the
-//! Envoy ([`feeds`]) and the side feeds' back-off ([`side`]), the broker as they open it ([`broker`]), and the reports
+//! Envoy ([`feeds`]) and the side feeds' back-off ([`side`]), the broker as they open it
+//! ([`broker`]), log lines the LAN can repeat at will counted ([`repeats`]), and the reports
 //! `--check` ([`check`]) and `--diagnose` ([`diagnose`]).
 
 pub mod broker;
@@ -9,6 +10,7 @@ pub mod cycle;
 pub mod diagnose;
 pub mod feeds;
 pub mod once;
+pub mod repeats;
 pub mod schedule;
 pub mod service;
 pub mod side;

@@ -72,6 +72,8 @@ struct Row {
 pub struct Table {
     start: Instant,
     rows: Vec<Row>,
+    /// The end of the pause after failures, while one runs.
+    paused: Option<Instant>,
 }
 
 impl Table {
@@ -99,7 +101,11 @@ impl Table {
         rows.extend(inverters.map(|period| row(Feed::Inverters, period, data * 2 / 5)));
         rows.push(row(Feed::Generator, data, data * 5 / 8));
         rows.push(row(Feed::Relays, data, data * 7 / 8));
-        Table { start, rows }
+        Table {
+            start,
+            rows,
+            paused: None,
+        }
     }
 
     /// When `feed` is next due; `None` when the table has no such feed.
@@ -153,6 +159,31 @@ impl Table {
     pub fn pause(&mut self, until: Instant) {
         for row in &mut self.rows {
             row.next = row.next.max(until);
+        }
+        self.paused = Some(until);
+    }
+
+    /// The end of the pause after failures, if one is running at `now`.
+    pub fn paused(&self, now: Instant) -> Option<Instant> {
+        self.paused.filter(|until| *until > now)
+    }
+
+    /// The Envoy answers again at `now`: the feeds the pause held come back to their next
+    /// tick after `now` (a feed's own back-off stays, where it ends later than the pause).
+    pub fn resume(&mut self, now: Instant) {
+        let Some(until) = self.paused.take() else {
+            return;
+        };
+        for row in &mut self.rows {
+            // Held by the pause: due at its end, or at the first tick after it.
+            if row.next <= until + row.period {
+                let first = self.start + row.offset;
+                row.next = row.next.min(if now < first {
+                    first
+                } else {
+                    next_tick(first, row.period, now)
+                });
+            }
         }
     }
 
@@ -252,6 +283,34 @@ mod tests {
             "already due sooner"
         );
         assert_eq!(t.due(start + secs(8)), Some(Feed::Data));
+        // The forced poll at 3 s works: every feed the pause held is back at its period,
+        // and the pause is over.
+        t.resume(start + ms(3_100));
+        assert_eq!(t.next(Feed::Readings), Some(start + secs(4)));
+        t.done(Feed::Data, start + ms(3_100));
+        assert_eq!(
+            t.next(Feed::Readings),
+            Some(start + secs(5)),
+            "the poll did its work"
+        );
+        assert_eq!(t.paused(start + ms(3_100)), None);
+        let mut held = Table::new(start, (secs(60), Some(secs(1)), None), false);
+        held.pause(start + secs(16));
+        held.pause_feed(Feed::Battery, start + secs(300));
+        held.done(Feed::Readings, start + ms(10));
+        assert_eq!(held.paused(start + secs(1)), Some(start + secs(16)));
+        held.resume(start + ms(2_500));
+        assert_eq!(held.next(Feed::Readings), Some(start + secs(3)));
+        assert_eq!(
+            held.next(Feed::Tariff),
+            Some(start + secs(15)),
+            "its first tick"
+        );
+        assert_eq!(
+            held.next(Feed::Battery),
+            Some(start + secs(300)),
+            "a feed's own back-off stays"
+        );
         // Without raw topics, one row; waiting one period first.
         let t = Table::new(start, (secs(60), None, None), true);
         assert_eq!((t.next(Feed::Readings), t.wake()), (None, start + secs(60)));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::broker;
 use super::cycle::{self, Announcer, Group};
 use super::feeds::Feeds;
+use super::repeats::{BIRTH, Repeats, SIGN_OF_LIFE, Stats, UNKNOWN, more};
 use super::schedule::{Feed, Table, backoff};
 use super::side::Side;
 use crate::envoy::Envoy;
@@ -30,32 +31,6 @@ const MAX_EARLY: Duration = Duration::from_millis(50);
 /// At most one poll asked by `P/command/sync` per this period.
 const SYNC_PERIOD: Duration = Duration::from_secs(10);
 
-/// How often the service says at `info` that it is alive, and what it did.
-const SIGN_OF_LIFE: Duration = Duration::from_secs(3600);
-
-/// What the service did since its last sign of life.
-#[derive(Debug, Default, PartialEq)]
-struct Stats {
-    polls: u32,
-    failed: u32,
-    messages: usize,
-    reconnects: u32,
-}
-
-impl Stats {
-    /// The sign-of-life line for `period`.
-    fn line(&self, period: Duration) -> String {
-        format!(
-            "alive: in the last {}, {} Envoy polls ({} failed), {} messages published, {} broker reconnects",
-            humantime::format_duration(period),
-            self.polls,
-            self.failed,
-            self.messages,
-            self.reconnects
-        )
-    }
-}
-
 /// The running service.
 struct Service<'a> {
     config: Config,
@@ -73,6 +48,10 @@ struct Service<'a> {
     announcer: Announcer,
     discovery_at: Option<Instant>,
     last_forced: Option<Instant>,
+    /// The next data poll was asked for by `P/command/sync`.
+    forced: bool,
+    /// Log lines the LAN can repeat at will, counted.
+    repeats: Repeats,
     stats: Stats,
     /// When the last sign of life was logged, and the broker's connection count then.
     told_alive: Instant,
@@ -143,17 +122,21 @@ impl Service<'_> {
         self.publish(&messages)
     }
 
-    fn poll_raw(&mut self) -> Result<()> {
+    /// A raw tick; `Ok(false)` when it had nothing to ask the Envoy (no CT).
+    fn poll_raw(&mut self) -> Result<bool> {
+        let before = self.envoy.requests();
         let snap = self.feeds.raw(&mut self.envoy)?;
+        let asked = self.envoy.requests() != before;
         let live = readings::live(&snap);
         if live.is_empty() {
-            return Ok(());
+            return Ok(asked);
         }
         let now = SystemTime::now();
         self.store.peak(now, &live);
         let messages = self.composer.live(&live, now, &mut self.live);
         self.stats.messages += messages.len();
-        self.out.publish(messages)
+        self.out.publish(messages)?;
+        Ok(asked)
     }
 
     /// A side feed's `values`, after the discovery if its `entities` changed.
@@ -217,8 +200,12 @@ impl Service<'_> {
         self.early = late.max(self.early * 15 / 16).min(MAX_EARLY);
     }
 
-    /// Once an hour: what the service did, at `info`.
+    /// Once an hour: what the service did, at `info`; and the count of repeated lines
+    /// whose minute is over.
     fn sign_of_life(&mut self) {
+        for (key, count) in self.repeats.due(Instant::now()) {
+            log::info!("{key}: {count} more in the last minute");
+        }
         if self.told_alive.elapsed() < SIGN_OF_LIFE {
             return;
         }
@@ -244,8 +231,11 @@ impl Service<'_> {
         let Some(feed) = self.table.due(soon) else {
             return Ok(false);
         };
+        let forced = feed == Feed::Data && std::mem::take(&mut self.forced);
         let result = match feed {
-            Feed::Data => self.poll_data(self.config.raw_interval.is_some()),
+            Feed::Data => self
+                .poll_data(self.config.raw_interval.is_some())
+                .map(|()| true),
             Feed::Readings => self.poll_raw(),
             side => {
                 let (feeds, envoy) = (&mut self.feeds, &mut self.envoy);
@@ -260,17 +250,36 @@ impl Service<'_> {
         let done = Instant::now();
         self.stats.polls += 1;
         match result {
-            Ok(()) => {
+            // A raw tick that asked nothing (no CT) tells nothing of the Envoy.
+            Ok(false) => {}
+            Ok(true) => {
                 if self.failures > 0 {
                     log::info!(
                         "the Envoy answers again after {} failed polls",
                         self.failures
                     );
                     self.errors.clear();
+                    // Every feed back at its period, not at the end of the pause.
+                    self.table.resume(done);
                 }
                 self.failures = 0;
+                // Online at the first request that works, a raw tick's too.
+                let p = self.composer.clone();
+                if let Some(m) = self.envoy_state(&p, true) {
+                    self.publish(&[m])?;
+                }
             }
             Err(e @ (Error::File(_) | Error::OutputClosed)) => return Err(e),
+            Err(e) if forced && self.table.paused(done).is_some() => {
+                // A sync asked during the pause: said, but it neither lengthens the pause
+                // nor stops the feeds for longer than it already does.
+                let until = self.table.paused(done).unwrap_or(done);
+                log::warn!("{e}; the Envoy still fails (polled because sync was asked)");
+                self.note_error(&e);
+                self.table.done(feed, done);
+                self.table.pause_feed(Feed::Data, until);
+                return Ok(true);
+            }
             Err(e) => {
                 let new = self.note_error(&e);
                 self.failures += 1;
@@ -307,6 +316,7 @@ impl Service<'_> {
                 let earliest = self.last_forced.map_or(now, |t| (t + SYNC_PERIOD).max(now));
                 if self.table.bring_forward(Feed::Data, earliest) {
                     self.last_forced = Some(earliest);
+                    self.forced = true;
                     log::info!("sync asked: polling the Envoy");
                 } else {
                     log::debug!("sync asked: a poll is already due");
@@ -314,19 +324,27 @@ impl Service<'_> {
             }
             Command::Reload => self.ask_reload(),
             Command::HomeAssistantOnline => {
-                // 1 to 5 s, so that many bridges do not answer Home Assistant at once.
+                // 1 to 5 s, so that many bridges do not answer Home Assistant at once; a
+                // flood of births neither postpones it nor sends it twice.
                 let jitter = SystemTime::UNIX_EPOCH
                     .elapsed()
                     .map_or(0, |d| d.subsec_nanos())
                     % 4000;
                 let delay = Duration::from_millis(1000 + u64::from(jitter));
-                log::info!(
-                    "Home Assistant is online: discovery again in {} ms",
-                    delay.as_millis()
-                );
-                self.discovery_at = Some(Instant::now() + delay);
+                let at = *self.discovery_at.get_or_insert(Instant::now() + delay);
+                if let Some(unsaid) = self.repeats.allow(BIRTH, Instant::now()) {
+                    log::info!(
+                        "Home Assistant is online: discovery again in {} ms{}",
+                        at.saturating_duration_since(Instant::now()).as_millis(),
+                        more(unsaid)
+                    );
+                }
             }
-            Command::Unknown(what) => log::info!("ignored unknown command or message: {what}"),
+            Command::Unknown(what) => {
+                if let Some(unsaid) = self.repeats.allow(UNKNOWN, Instant::now()) {
+                    log::info!("ignored unknown command or message: {what}{}", more(unsaid));
+                }
+            }
         }
     }
 
@@ -347,9 +365,10 @@ impl Service<'_> {
         };
         let envoy_changed =
             new.envoy != self.config.envoy || new.state_dir != self.config.state_dir;
-        let output_changed = new.mqtt != self.config.mqtt
-            || new.ha_discovery != self.config.ha_discovery
-            || new.ha_prefix != self.config.ha_prefix;
+        // The payloads' format and retain flag are the composer's: the session stays.
+        let session = |c: &Config| MqttConfigKey::of(c);
+        let output_changed = session(&new) != session(&self.config);
+        let payloads_changed = new.mqtt != self.config.mqtt;
         let periods_changed = periods(&new) != periods(&self.config);
         log::info!("configuration reloaded");
         if envoy_changed {
@@ -388,8 +407,9 @@ impl Service<'_> {
         self.announcer.configure(&self.config, &self.envoy);
         let now = Instant::now();
         let periods = periods(&self.config);
-        if envoy_changed || output_changed {
-            // A new Envoy, or new topics: poll now, and send the discovery again.
+        if envoy_changed || output_changed || payloads_changed {
+            // A new Envoy, new topics or new payloads: poll now, and send the discovery
+            // again (its value templates follow the format).
             self.table = Table::new(now, periods, false);
             self.announcer.again();
         } else if periods_changed {
@@ -471,6 +491,8 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         last_sync: None,
         discovery_at: None,
         last_forced: None,
+        forced: false,
+        repeats: Repeats::default(),
         stats: Stats::default(),
         told_alive: start,
         connects_told: 0,
@@ -512,26 +534,29 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
     }
 }
 
+/// What the broker session is opened with: a change reconnects (the payloads' format and
+/// retain flag are not in it).
+#[derive(PartialEq)]
+struct MqttConfigKey {
+    mqtt: crate::settings::MqttConfig,
+    ha_discovery: bool,
+    ha_prefix: String,
+}
+
+impl MqttConfigKey {
+    fn of(c: &Config) -> MqttConfigKey {
+        let mut mqtt = c.mqtt.clone();
+        mqtt.format = crate::settings::Format::Simple;
+        mqtt.retain = true;
+        MqttConfigKey {
+            mqtt,
+            ha_discovery: c.ha_discovery,
+            ha_prefix: c.ha_prefix.clone(),
+        }
+    }
+}
+
 /// The feed table's periods: data, raw, microinverters.
 fn periods(c: &Config) -> (Duration, Option<Duration>, Option<Duration>) {
     (c.data_interval, c.raw_interval, c.inverter_interval)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sign_of_life() {
-        let s = Stats {
-            polls: 3660,
-            failed: 2,
-            messages: 18_300,
-            reconnects: 1,
-        };
-        assert_eq!(
-            s.line(SIGN_OF_LIFE),
-            "alive: in the last 1h, 3660 Envoy polls (2 failed), 18300 messages published, 1 broker reconnects"
-        );
-    }
 }

@@ -371,3 +371,123 @@ fn one_client_id_for_two_clients_is_named_and_backed_off() {
     println!("two clients with one id: {during} connections in 30 s");
     assert!(during <= 10, "{during} connections in 30 s: {}", a.stderr());
 }
+
+/// The topics of `seen` from position `from` on, in order.
+fn topics_from(seen: &[Seen], from: usize) -> Vec<(String, String)> {
+    seen[from..]
+        .iter()
+        .map(|m| (m.topic.clone(), m.payload.clone()))
+        .collect()
+}
+
+#[test]
+fn the_envoy_is_online_again_at_the_first_raw_tick_that_works() {
+    // The data poll hourly: only a raw tick can bring the Envoy back before it.
+    let r = rig(
+        "7.6.175_with_cts",
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("DATA_INTERVAL_SECONDS", "1h"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let envoy = "envoy/122238082763/envoy";
+    let said = |word: &'static str| {
+        move |s: &[Seen]| s.iter().any(|m| m.topic == envoy && m.payload == word)
+    };
+    assert!(
+        r.sub.wait_until(Duration::from_secs(10), said("online")),
+        "{}",
+        r.d.stderr()
+    );
+    r.c.lock().faults.status = Some((503, u32::MAX));
+    assert!(
+        r.sub.wait_until(Duration::from_secs(20), said("offline")),
+        "{}",
+        r.d.stderr()
+    );
+    let at_offline = r.sub.seen().len();
+    r.c.lock().faults.status = None;
+    let back = |s: &[Seen]| {
+        topics_from(s, at_offline)
+            .iter()
+            .any(|(t, p)| t == envoy && p == "online")
+    };
+    // Back-off after 3 failures is at most 8 s; then the first raw tick that works.
+    assert!(
+        r.sub.wait_until(Duration::from_secs(20), back),
+        "{}",
+        r.d.stderr()
+    );
+    let after = topics_from(&r.sub.seen(), at_offline);
+    let online = after
+        .iter()
+        .position(|(t, p)| t == envoy && p == "online")
+        .unwrap();
+    assert!(
+        !after[..online].iter().any(|(t, _)| t.contains("/data/")),
+        "online came with a data poll, not the first raw tick: {after:?}"
+    );
+    // Raw values flow at their period afterwards (a few ticks, bounded).
+    let raw = "envoy/122238082763/raw/timestamp";
+    let ticks = |s: &[Seen]| {
+        topics_from(s, at_offline)
+            .iter()
+            .filter(|(t, _)| t == raw)
+            .count()
+            >= 3
+    };
+    assert!(r.sub.wait_until(Duration::from_secs(10), ticks));
+    assert!(
+        !topics_from(&r.sub.seen(), at_offline)
+            .iter()
+            .any(|(t, p)| t == envoy && p == "offline"),
+        "no flap back"
+    );
+}
+
+#[test]
+fn a_sync_during_the_back_off_brings_the_raw_ticks_back_at_their_period() {
+    let r = rig(
+        "7.6.175_with_cts",
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "1"),
+            ("DATA_INTERVAL_SECONDS", "1h"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let raw = "envoy/122238082763/raw/timestamp";
+    let has_raw = |s: &[Seen]| s.iter().any(|m| m.topic == raw);
+    assert!(
+        r.sub.wait_until(Duration::from_secs(10), has_raw),
+        "{}",
+        r.d.stderr()
+    );
+    // Five failures: the pause is now 16 s.
+    let readings = || r.c.count("GET /ivp/meters/readings");
+    let before = readings();
+    r.c.lock().faults.drop = u32::MAX;
+    assert!(
+        r.d.wait_until(Duration::from_secs(30), |_| readings() >= before + 5),
+        "{}",
+        r.d.stderr()
+    );
+    r.c.lock().faults.drop = 0;
+    let at_sync = r.sub.seen().len();
+    publish(&r._broker, "envoy/command/sync", "", &[]);
+    // The forced poll works: raw ticks come back every second, not at the end of the pause.
+    let three = |s: &[Seen]| {
+        topics_from(s, at_sync)
+            .iter()
+            .filter(|(t, _)| t == raw)
+            .count()
+            >= 3
+    };
+    // (Without the resume they came back only at the pause's end, 16 s on.)
+    assert!(
+        r.sub.wait_until(Duration::from_secs(12), three),
+        "{}",
+        r.d.stderr()
+    );
+    assert!(r.d.stderr().contains("sync asked: polling the Envoy"));
+}

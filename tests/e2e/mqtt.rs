@@ -441,3 +441,66 @@ fn qos_is_mqtt_qos_for_state_messages_even_when_not_retained() {
         "every data message at QoS 1: {data:?}"
     );
 }
+
+#[test]
+fn an_oversized_retained_command_is_dropped_without_a_reconnect_loop() {
+    // Anyone on the LAN can leave 300 KB retained under P/command/#.
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let files = Tmp::new("big");
+    std::fs::write(files.path("big"), "x".repeat(300 * 1024)).unwrap();
+    for (topic, qos) in [("envoy/command/x", "1"), ("envoy/command/y", "0")] {
+        let ok = mosquitto_pub(&broker, topic)
+            .args(["-r", "-q", qos, "-f"])
+            .arg(files.path("big"))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let sub = Subscriber::start(&broker, &[]);
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "1"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&env), &[]);
+    let statuses = |s: &[Seen]| {
+        s.iter()
+            .filter(|m| m.topic == "envoy/status" && m.payload.contains("\"ok\""))
+            .count()
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(20), |s| statuses(s) >= 5),
+        "{}",
+        d.stderr()
+    );
+    // And the command topic still works after it.
+    publish(&broker, "envoy/command/sync", "", &[]);
+    assert!(
+        d.wait_until(Duration::from_secs(10), |d| d
+            .stderr()
+            .contains("sync asked")),
+        "{}",
+        d.stderr()
+    );
+    let log = d.stderr();
+    assert_eq!(
+        log.matches("was dropped unread").count(),
+        1,
+        "told once: {log}"
+    );
+    assert!(log.contains("a message of 307"), "{log}");
+    assert_eq!(
+        log.matches("connected to broker").count(),
+        1,
+        "one connection: {log}"
+    );
+    assert!(
+        !log.contains("MQTT_CLIENT_ID"),
+        "no client-id diagnosis: {log}"
+    );
+}

@@ -217,27 +217,6 @@ fn sync_command_polls_now_and_is_rate_limited() {
 }
 
 #[test]
-fn home_assistant_birth_resends_discovery() {
-    let e = envoy("7.6.175_with_cts");
-    let broker = Mosquitto::start("allow_anonymous true");
-    let state = Tmp::new("state");
-    let sub = Subscriber::start(&broker, &[]);
-    let env = with(
-        bridge_env(&e, &broker, &state),
-        &[("RAW_DATA_INTERVAL_SECONDS", "0")],
-    );
-    let _d = Daemon::start(&pairs(&env), &[]);
-    let topic = "homeassistant/sensor/envoy2mqtt_122238082763/prod_eim_wNow/config";
-    let count = |s: &[Seen]| s.iter().filter(|m| m.topic == topic).count();
-    assert!(sub.wait_until(Duration::from_secs(8), |s| count(s) == 1));
-    publish(&broker, "homeassistant/status", "online", &[]);
-    assert!(
-        sub.wait_until(Duration::from_secs(7), |s| count(s) == 2),
-        "discovery again within 1-5 s"
-    );
-}
-
-#[test]
 fn reload_applies_a_changed_configuration_file() {
     let e = envoy("7.6.175_with_cts");
     let broker = Mosquitto::start("allow_anonymous true");
@@ -289,6 +268,51 @@ fn reload_applies_a_changed_configuration_file() {
         d.stderr()
     );
     assert!(d.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[test]
+fn a_reload_that_changes_the_payload_format_keeps_everything_online() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let file = state.path("envoy2mqtt.env");
+    std::fs::write(&file, "RAW_DATA_INTERVAL_SECONDS=0\nMQTT_FORMAT=simple\n").unwrap();
+    let sub = Subscriber::start(&broker, &[]);
+    let env = bridge_env(&e, &broker, &state);
+    let d = Daemon::start(&pairs(&env), &["--config", file.to_str().unwrap()]);
+    let power = "envoy/122238082763/data/prod_eim_wNow";
+    let config = "homeassistant/sensor/envoy2mqtt_122238082763/prod_eim_wNow/config";
+    assert!(
+        sub.wait_until(Duration::from_secs(8), |_| sub.last(power).is_some()
+            && sub.last(config).is_some()),
+        "{}",
+        d.stderr()
+    );
+    let before = sub.seen().len();
+    std::fs::write(&file, "RAW_DATA_INTERVAL_SECONDS=0\nMQTT_FORMAT=json\n").unwrap();
+    publish(&broker, "envoy/command/reload", "", &[]);
+    let json = |s: &[Seen]| {
+        s[before..]
+            .iter()
+            .any(|m| m.topic == power && m.payload.starts_with("{\"value\":"))
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(8), json),
+        "{}",
+        d.stderr()
+    );
+    let seen = sub.seen();
+    let offline: Vec<&Seen> = seen[before..]
+        .iter()
+        .filter(|m| {
+            m.payload == "offline" || (m.topic.ends_with("/envoy") && m.payload != "online")
+        })
+        .collect();
+    assert!(offline.is_empty(), "a flap: {offline:?}");
+    // The discovery again, with the JSON value template.
+    let (_, payload) = sub.last(config).unwrap();
+    assert!(payload.contains("value_json"), "{payload}");
+    assert!(d.stderr().contains("configuration reloaded"));
 }
 
 #[test]
@@ -382,4 +406,61 @@ fn a_closed_standard_output_ends_a_dry_run_quietly() {
         .output()
         .unwrap();
     assert_eq!(once.status.code(), Some(0), "{}", text(&once.stderr));
+}
+
+/// `lines` messages of `payload` on `topic`, in one mosquitto_pub (`-l`: a message a line).
+fn flood(broker: &Mosquitto, topic: &str, payload: &str, lines: usize) {
+    use std::io::Write;
+    let mut child = mosquitto_pub(broker, topic)
+        .args(["-l", "-q", "1"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = format!("{payload}\n").repeat(lines);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn home_assistant_births_resend_discovery_once_and_floods_are_counted() {
+    let Rig {
+        d,
+        sub,
+        _broker: broker,
+        ..
+    } = &rig("7.6.175_with_cts", &[("RAW_DATA_INTERVAL_SECONDS", "0")]);
+    let topic = "homeassistant/sensor/envoy2mqtt_122238082763/prod_eim_wNow/config";
+    let count = |s: &[Seen]| s.iter().filter(|m| m.topic == topic).count();
+    assert!(sub.wait_until(Duration::from_secs(8), |s| count(s) == 1));
+    publish(broker, "homeassistant/status", "online", &[]);
+    assert!(
+        sub.wait_until(Duration::from_secs(7), |s| count(s) == 2),
+        "discovery again within 1-5 s"
+    );
+    // Floods: the log says the first of each, the discovery goes out once more.
+    flood(broker, "envoy/command/bogus", "x", 2_000);
+    flood(broker, "homeassistant/status", "online", 1_000);
+    // A command after the floods: when it is seen, they all were.
+    publish(broker, "envoy/command/sync", "", &[]);
+    assert!(
+        d.wait_until(Duration::from_secs(20), |d| d
+            .stderr()
+            .contains("sync asked")),
+        "{}",
+        d.stderr()
+    );
+    let log = d.stderr();
+    assert_eq!(log.matches("ignored unknown command").count(), 1, "{log}");
+    assert_eq!(log.matches("Home Assistant is online").count(), 1, "{log}");
+    // The discovery goes out once more, not a thousand times, and not postponed for ever.
+    assert!(
+        sub.wait_until(Duration::from_secs(8), |s| count(s) == 3),
+        "{log}"
+    );
+    assert_eq!(count(&sub.seen()), 3);
 }

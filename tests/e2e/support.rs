@@ -502,18 +502,16 @@ impl Drop for Subscriber {
     }
 }
 
+/// `mosquitto_pub` to `broker` on `topic`, its payload options still to add.
+pub fn mosquitto_pub(broker: &Mosquitto, topic: &str) -> Command {
+    let mut c = Command::new("mosquitto_pub");
+    c.args(["-h", "127.0.0.1", "-p", &broker.port(), "-t", topic]);
+    c
+}
+
 pub fn publish(broker: &Mosquitto, topic: &str, payload: &str, extra: &[&str]) {
-    let ok = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port(),
-            "-t",
-            topic,
-            "-m",
-            payload,
-        ])
+    let ok = mosquitto_pub(broker, topic)
+        .args(["-m", payload])
         .args(extra)
         .status()
         .unwrap();
