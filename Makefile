@@ -87,7 +87,8 @@ size: ## size of each cross binary against its budget, and the largest crates
 ipk: ## OpenWrt .ipk packages from the cross binaries, in build/packages
 	scripts/package ipk
 
-deb: ## Debian .deb packages (amd64, arm64, armhf) from the cross binaries, in build/packages
+deb: ## Debian .deb packages (amd64, arm64, armhf) from the cross binaries (make cross first if missing), in build/packages
+	[ -x build/cross/envoy2mqtt-x86_64-unknown-linux-musl ] || $(MAKE) cross
 	scripts/package deb
 
 dist: ## a reproducible release folder: every binary, .ipk and .deb, TOOLCHAIN and SHA256SUMS, in dist/

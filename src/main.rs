@@ -20,10 +20,21 @@ static ALLOCATOR: allocator::Allocator = allocator::Allocator::new();
 /// The settings, validated, with logging started at `LOG_LEVEL`.
 fn load(flags: Sources, config_file: Option<&Path>) -> Result<(Config, Sources)> {
     let (config, sources) = envoy2mqtt::load(flags, config_file)?;
+    // A time on each line, unless systemd's journal (which adds its own) takes the output.
+    let stamps = config
+        .log_timestamps
+        .unwrap_or_else(|| std::env::var_os("JOURNAL_STREAM").is_none());
+    // simplelog puts the time on lines at this level and the more verbose ones.
+    let time = if stamps {
+        log::LevelFilter::Error
+    } else {
+        log::LevelFilter::Off
+    };
     // Only our own lines: ureq's trace output hex-dumps requests, bearer token and cookie included.
     let log_config = simplelog::ConfigBuilder::new()
         .add_filter_allow_str("envoy2mqtt")
-        .set_time_level(log::LevelFilter::Off)
+        .set_time_format_rfc3339()
+        .set_time_level(time)
         .set_target_level(log::LevelFilter::Off)
         .set_thread_level(log::LevelFilter::Off)
         .build();

@@ -18,7 +18,7 @@ pub fn read_only() {
     READ_ONLY.store(true, Ordering::Relaxed);
 }
 
-fn is_read_only() -> bool {
+pub fn is_read_only() -> bool {
     READ_ONLY.load(Ordering::Relaxed)
 }
 

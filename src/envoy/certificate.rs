@@ -33,6 +33,10 @@ pub fn remember(state_dir: &Path, mode: TlsVerify, seen: [u8; 32]) -> Result<boo
         return Ok(false);
     }
     match old {
+        None if state_file::is_read_only() => log::info!(
+            "the Envoy certificate is SHA-256 {} (not remembered: --check and --dry-run write nothing)",
+            hex(&seen)
+        ),
         None => log::info!("remembering the Envoy certificate, SHA-256 {}", hex(&seen)),
         Some(old) => log::warn!(
             "THE ENVOY CERTIFICATE CHANGED: SHA-256 was {}, is now {}. Envoys renew their \

@@ -14,8 +14,24 @@ use crate::error::{Error, Result};
 use crate::settings::{Config, EnvoyConfig, TlsVerify};
 use crate::tls::{self, Verifier};
 
-/// The largest answer read from the Envoy.
-const MAX_BODY: u64 = 4 * 1024 * 1024;
+/// The largest answer read from the Envoy, by endpoint: the lists of every device (up to
+/// a few hundred microinverters, 1 to 2 KB each) get 4 MB, every other answer (a few KB
+/// on every Envoy seen) 1 MB. A bigger one is not read: it is reported and dropped.
+fn max_body(path: &str) -> usize {
+    let lists = [
+        "/ivp/pdm/device_data",
+        "/api/v1/production/inverters",
+        "/inventory.json",
+    ];
+    if lists.iter().any(|l| path.starts_with(l)) {
+        4 * 1024 * 1024
+    } else {
+        1024 * 1024
+    }
+}
+
+/// The largest answer buffer kept for the next answer: bigger ones go back to the system.
+const KEPT_BUFFER: usize = 256 * 1024;
 
 /// One answer, as received.
 pub struct Reply {
@@ -197,13 +213,24 @@ impl Envoy {
         };
         let mut body = std::mem::take(&mut self.spare);
         body.clear();
-        let mut reader = response
+        let cap = max_body(path);
+        let reader = response
             .into_body()
             .into_with_config()
-            .limit(MAX_BODY)
+            .limit(u64::MAX)
             .reader();
+        let mut reader = std::io::Read::take(reader, cap as u64 + 1);
         std::io::Read::read_to_string(&mut reader, &mut body)
             .map_err(|e| transport_error(&self.url, path, ureq::Error::Io(e)))?;
+        if body.len() > cap {
+            // Dropped here, memory and all (the connection, left unread, is not reused).
+            drop(body);
+            return Err(Error::Envoy(format!(
+                "GET {}{path} answered more than {} KB, far more than an Envoy sends there: not read",
+                self.url,
+                cap / 1024
+            )));
+        }
         Ok(Reply {
             status,
             headers,
@@ -214,7 +241,9 @@ impl Envoy {
     /// Gives an answer's buffer back, for the next answer to be read into (a raw tick then
     /// allocates no new one: musl mapped and unmapped one every tick).
     pub fn give_back(&mut self, body: String) {
-        self.spare = body;
+        if body.capacity() <= KEPT_BUFFER {
+            self.spare = body;
+        }
     }
 
     fn needs_token(&self) -> bool {

@@ -404,7 +404,7 @@ pub fn shown_by_default(field: &Field) -> bool {
 fn connectivity(device: &Device) -> Message {
     let envoy = Field::new(Flow::Production, Measure::Power, 0.0);
     let entity = Entity {
-        name: "Envoy connection".into(),
+        name: "Connection".into(),
         unique_id: format!("{}_envoy", device.node()),
         default_entity_id: format!("binary_sensor.envoy_{}_connection", device.serial),
         state_topic: device.envoy_topic(),
@@ -559,6 +559,15 @@ mod tests {
             let link = get("binary_sensor/envoy2mqtt_122238082763/envoy/config");
             assert_eq!(link["state_topic"], "envoy/122238082763/envoy");
             assert_eq!(link["device_class"], "connectivity");
+            // Home Assistant puts the device's name first: "Envoy Connection", not
+            // "Envoy Envoy connection".
+            assert_eq!(
+                (&link["name"], &link["device"]["name"]),
+                (
+                    &serde_json::json!("Connection"),
+                    &serde_json::json!("Envoy")
+                )
+            );
             assert_eq!(link["availability_topic"], "envoy/122238082763/status");
         }
         // From cron: no availability, entities expire; no connectivity entity.

@@ -61,9 +61,9 @@ fn envoy_report(config: &Config, out: &mut String) -> Result<()> {
     if let Some(fp) = envoy.certificate() {
         let _ = writeln!(
             out,
-            "  certificate SHA-256: {} (ENVOY_TLS_VERIFY={:?})",
+            "  certificate SHA-256: {} (ENVOY_TLS_VERIFY={})",
             hex(&fp),
-            config.envoy.tls_verify
+            format!("{:?}", config.envoy.tls_verify).to_lowercase()
         );
     }
     let mut feeds = Feeds::default();

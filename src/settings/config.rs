@@ -98,4 +98,6 @@ pub struct Config {
     /// `TZ` as given, for reports.
     pub tz: Option<String>,
     pub log_level: log::LevelFilter,
+    /// A time on each log line; `None`: unless systemd's journal takes the output.
+    pub log_timestamps: Option<bool>,
 }

@@ -202,6 +202,15 @@ pub const SETTINGS: &[Setting] = &[
         |c| c.log_level.to_string().to_lowercase(),
     ),
     s(
+        "LOG_TIMESTAMPS",
+        "auto",
+        "a time on each log line: auto (unless systemd's journal adds its own), true or false",
+        |c| match c.log_timestamps {
+            None => "auto".into(),
+            Some(on) => on.to_string(),
+        },
+    ),
+    s(
         "ENPHASE_LOGIN_URL",
         "https://enlighten.enphaseenergy.com",
         "for tests only",
@@ -281,6 +290,7 @@ pub fn is_ours(key: &str) -> bool {
         "DATA_INTERVAL",
         "STATE_DIR",
         "LOG_LEVEL",
+        "LOG_TIMESTAMPS",
     ]
     .iter()
     .any(|p| key.starts_with(p))

@@ -52,6 +52,10 @@ impl Sources {
             zone: Zone::system(v.get("TZ"))?,
             tz: v.get("TZ").map(str::to_string),
             log_level: log_level(&v)?,
+            log_timestamps: match v.text("LOG_TIMESTAMPS").to_lowercase().as_str() {
+                "auto" => None,
+                _ => Some(v.boolean("LOG_TIMESTAMPS")?),
+            },
         })
     }
 }

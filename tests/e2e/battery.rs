@@ -77,21 +77,6 @@ fn the_service_publishes_the_batteries_and_their_device() {
     );
 }
 
-/// A copy of `variant` with `file` replaced (`None`: removed, so the Envoy answers 404).
-fn variant_with(variant: &str, file: &str, body: Option<&str>) -> Tmp {
-    let dir = Tmp::new("fixture");
-    for entry in std::fs::read_dir(fixtures().join(variant)).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap();
-        std::fs::copy(&path, dir.0.join(name)).unwrap();
-    }
-    match body {
-        Some(b) => std::fs::write(dir.0.join(file), b).unwrap(),
-        None => std::fs::remove_file(dir.0.join(file)).unwrap(),
-    }
-    dir
-}
-
 #[test]
 fn a_battery_endpoint_missing_or_garbled_leaves_the_rest_published() {
     let cases = [

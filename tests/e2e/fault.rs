@@ -491,3 +491,63 @@ fn a_sync_during_the_back_off_brings_the_raw_ticks_back_at_their_period() {
     );
     assert!(r.d.stderr().contains("sync asked: polling the Envoy"));
 }
+
+/// The resident memory of `pid`, KiB.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_50_mb_answer_is_refused_unread_and_its_memory_returned() {
+    let readings = std::fs::read_to_string(
+        fixtures()
+            .join("7.6.175_with_cts")
+            .join("ivp_meters_readings"),
+    )
+    .unwrap();
+    let fixture = variant_with("7.6.175_with_cts", "ivp_meters_readings", Some(&readings));
+    let e = envoy_with(&fixture.0, sim::Control::new("122238082763"));
+    let state = Tmp::new("state");
+    let env = [
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().into()),
+        ("RAW_DATA_INTERVAL_SECONDS", "1".into()),
+        ("DATA_INTERVAL_SECONDS", "1h".into()),
+        ("HA_DISCOVERY", "false".into()),
+    ];
+    let d = Daemon::start(&pairs(&env), &["--dry-run"]);
+    assert!(d.wait_until(Duration::from_secs(10), |d| raw_lines(d) >= 3));
+    let before = rss(d.child.id());
+    let huge = format!("[{{\"eid\": 1, \"x\": \"{}\"}}]", "a".repeat(50 << 20));
+    std::fs::write(fixture.0.join("ivp_meters_readings"), huge).unwrap();
+    let said = "/ivp/meters/readings answered more than 1024 KB, far more than an Envoy sends there: not read";
+    assert!(
+        d.wait_until(Duration::from_secs(20), |d| d.stderr().contains(said)),
+        "{}",
+        d.stderr()
+    );
+    std::fs::write(fixture.0.join("ivp_meters_readings"), &readings).unwrap();
+    let lines = raw_lines(&d);
+    assert!(
+        d.wait_until(Duration::from_secs(20), |d| raw_lines(d) >= lines + 3),
+        "{}",
+        d.stderr()
+    );
+    let after = rss(d.child.id());
+    assert!(
+        after < before + 3 * 1024,
+        "RSS {before} KiB before, {after} KiB after the 50 MB answers"
+    );
+    assert_eq!(
+        d.stderr().matches(said).count(),
+        1,
+        "said once: {}",
+        d.stderr()
+    );
+}

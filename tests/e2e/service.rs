@@ -464,3 +464,39 @@ fn home_assistant_births_resend_discovery_once_and_floods_are_counted() {
     );
     assert_eq!(count(&sub.seen()), 3);
 }
+
+#[test]
+fn every_status_names_the_next_data_poll_after_the_last() {
+    let Rig { d, sub, .. } = &rig(
+        "7.6.175_with_cts",
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0.25"),
+            ("DATA_INTERVAL_SECONDS", "1"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    let statuses = |s: &[Seen]| -> Vec<serde_json::Value> {
+        s.iter()
+            .filter(|m| m.topic == "envoy/status")
+            .filter_map(|m| serde_json::from_str(&m.payload).ok())
+            .collect()
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(20), |s| statuses(s).len() >= 12),
+        "{}",
+        d.stderr()
+    );
+    let all = statuses(&sub.seen());
+    assert!(all.len() >= 12);
+    for s in &all {
+        let (last, next) = (
+            s["last_sync"].as_str().unwrap(),
+            s["next_sync"].as_str().unwrap(),
+        );
+        // RFC 3339 UTC of one form: the text order is the time order.
+        assert!(
+            next > last,
+            "next_sync {next} is not after last_sync {last}: {s}"
+        );
+    }
+}

@@ -195,11 +195,20 @@ fn check_report_and_diagnose() {
         "net-consumption    eid 704643584: enabled, 3 phases",
         "ENVOY_TOKEN                (set)  (environment)",
         &format!("broker: 127.0.0.1:{} accepted the connection", broker.port),
+        "(ENVOY_TLS_VERIFY=warn)",
         "result: ok",
     ] {
         assert!(report.contains(want), "{want}:\n{report}");
     }
     assert!(!report.contains(&e.token));
+    // --check writes nothing, and does not say it remembers the certificate.
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("(not remembered: --check and --dry-run write nothing)")
+            && !said.contains("remembering the Envoy certificate"),
+        "{said}"
+    );
+    assert!(!state.path("envoy-cert.sha256").exists());
 
     let bad = run(
         &[
@@ -419,4 +428,38 @@ fn a_key_given_twice_in_the_file_takes_the_last_and_warns() {
         .collect();
     assert!(set.is_empty(), "{set:?}");
     assert!(default.contains("#ENVOY_HOST=envoy.local"));
+}
+
+#[test]
+fn log_lines_carry_a_time_unless_the_journal_adds_its_own() {
+    let e = envoy("7.6.175_with_cts");
+    let state = Tmp::new("state");
+    let base = [
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().to_string()),
+    ];
+    let first_line = |more: &[(&'static str, &str)]| {
+        let env = with(base.to_vec(), more);
+        let out = run(&pairs(&env), &["--once", "--dry-run"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // auto: a time (RFC 3339, UTC) first, then the level.
+    let stamped = first_line(&[]);
+    let (time, rest) = stamped.split_once(' ').unwrap();
+    assert!(
+        time.starts_with("20") && time.ends_with('Z') && time.contains('T'),
+        "{stamped}"
+    );
+    assert!(rest.starts_with("[INFO]"), "{stamped}");
+    // Under systemd the journal adds the time: none of ours.
+    assert!(first_line(&[("JOURNAL_STREAM", "8:12345")]).starts_with("[INFO]"));
+    assert!(first_line(&[("LOG_TIMESTAMPS", "false")]).starts_with("[INFO]"));
+    let forced = first_line(&[("JOURNAL_STREAM", "8:1"), ("LOG_TIMESTAMPS", "true")]);
+    assert!(forced.starts_with("20"), "{forced}");
 }

@@ -518,6 +518,21 @@ pub fn publish(broker: &Mosquitto, topic: &str, payload: &str, extra: &[&str]) {
     assert!(ok.success());
 }
 
+/// A copy of `variant` with `file` replaced (`None`: removed, so the Envoy answers 404).
+pub fn variant_with(variant: &str, file: &str, body: Option<&str>) -> Tmp {
+    let dir = Tmp::new("fixture");
+    for entry in std::fs::read_dir(fixtures().join(variant)).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        std::fs::copy(&path, dir.0.join(name)).unwrap();
+    }
+    match body {
+        Some(b) => std::fs::write(dir.0.join(file), b).unwrap(),
+        None => std::fs::remove_file(dir.0.join(file)).unwrap(),
+    }
+    dir
+}
+
 /// The bridge's environment for an Envoy and a broker.
 pub fn bridge_env(e: &Envoy, broker: &Mosquitto, state: &Tmp) -> Vec<(&'static str, String)> {
     vec![
