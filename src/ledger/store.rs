@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::book::{self, Counters, Ledger, Note};
 use super::integrated::Integrated;
 use super::messages;
+use super::plausible;
 use crate::error::Result;
 use crate::mqtt::{Message, Output};
 use crate::readings::{Field, Flow, Live, Measure, Subject};
@@ -38,6 +39,12 @@ pub struct Store {
     unsaved: bool,
     /// Whether the broker's retained state was read (or is not needed: a file, `--dry-run`).
     restored: bool,
+    /// Why the state file could not be written, while it cannot (said once; tried again at
+    /// every data poll).
+    write_error: Option<String>,
+    /// The ledger came from the broker and is checked against the Envoy's counters at the
+    /// next poll; if it fails, this one (the file's, or none) is taken instead.
+    unchecked: Option<Option<Ledger>>,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -106,6 +113,8 @@ impl Store {
             retained: Vec::new(),
             unsaved: false,
             restored: false,
+            unchecked: None,
+            write_error: None,
         };
         store.configure(config)?;
         let read = store.ledger.take();
@@ -179,18 +188,29 @@ impl Store {
             .find(|(t, _)| *t == topic)
             .and_then(|(_, payload)| book::parse(&String::from_utf8_lossy(payload)).ok())
             .and_then(|l| l.restored(&self.zone));
+        // Anyone on the LAN can publish a retained ledger: one that cannot be true is refused.
+        let kept = kept.filter(|k| match plausible::problem(k, millis(SystemTime::now())) {
+            None => true,
+            Some(problem) => {
+                log::warn!(
+                    "ledger: the retained {topic} is refused: {problem}; keeping the local one"
+                );
+                false
+            }
+        });
         match (kept, &self.ledger) {
             (Some(k), Some(file)) if k.at_ms > file.at_ms => {
                 log::info!(
                     "ledger: the retained {topic} is newer than {}: using it",
                     self.path.display()
                 );
-                self.ledger = Some(k);
+                self.unchecked = Some(self.ledger.replace(k));
                 self.unsaved = true;
             }
             (Some(k), None) => {
                 log::info!("ledger restored from the retained {topic}");
                 self.ledger = Some(k);
+                self.unchecked = Some(None);
                 self.unsaved = true;
             }
             _ => {}
@@ -262,6 +282,7 @@ impl Store {
         if now.0.iter().all(Option::is_none) {
             return false;
         }
+        self.check_restored(&now);
         let Some(ledger) = &mut self.ledger else {
             if !self.restored {
                 return false;
@@ -275,6 +296,29 @@ impl Store {
         log(&notes);
         self.unsaved |= notes.iter().any(|n| matches!(n, Note::NewDay(_)));
         self.unsaved
+    }
+
+    /// A ledger taken from the broker, at the first poll: refused if it counted more than
+    /// the Envoy's own counters ever did (the file's, or a fresh start, instead).
+    fn check_restored(&mut self, now: &Counters) {
+        let Some(fallback) = self.unchecked.take() else {
+            return;
+        };
+        let problem = self
+            .ledger
+            .as_ref()
+            .and_then(|l| plausible::against(l, now));
+        if let Some(problem) = problem {
+            log::warn!(
+                "ledger: the retained ledger is refused: {problem}; {}",
+                if fallback.is_some() {
+                    "keeping the state file's"
+                } else {
+                    "starting today's values from now"
+                }
+            );
+            self.ledger = fallback;
+        }
     }
 
     /// The first ledger: a fresh one, with the original envoy2mqtt's `_00h` imported.
@@ -330,14 +374,38 @@ impl Store {
     }
 
     /// Writes the state file if anything changed since the last write (never with `--dry-run`).
+    /// A `STATE_DIR` that is read-only or full stops nothing: the ledger goes on (the
+    /// retained `P/S/ledger` keeps it meanwhile), the problem is said once and in
+    /// [`Store::problem`], and the write is tried again at the next poll. The file is never
+    /// left half-written (`state_file::write` replaces it whole or not at all).
     pub fn save(&mut self, always: bool) -> Result<()> {
         let Some(l) = &self.ledger else { return Ok(()) };
         if self.read_only || !(always || self.unsaved) {
             return Ok(());
         }
-        state_file::write(&self.path, book::text(l).as_bytes())?;
-        self.unsaved = false;
+        match state_file::write(&self.path, book::text(l).as_bytes()) {
+            Ok(()) => {
+                if self.write_error.take().is_some() {
+                    log::info!("ledger: {} is written again", self.path.display());
+                }
+                self.unsaved = false;
+            }
+            Err(e) => {
+                let text =
+                    format!("{e}; the ledger goes on and the file is written as soon as it can be");
+                if self.write_error.is_none() {
+                    log::warn!("ledger: {text}");
+                }
+                self.write_error = Some(text);
+                self.unsaved = true;
+            }
+        }
         Ok(())
+    }
+
+    /// Why the state file cannot be written, while it cannot (for `P/status`).
+    pub fn problem(&self) -> Option<&str> {
+        self.write_error.as_deref()
     }
 
     /// The ledger's messages, when it has started.

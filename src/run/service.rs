@@ -117,7 +117,13 @@ impl Service<'_> {
         table.done(Feed::Data, Instant::now());
         let next = table.next(Feed::Data).unwrap_or_else(Instant::now);
         let next = now + next.saturating_duration_since(Instant::now());
-        let health = cycle::health(&self.envoy, &[], Some(now), Some(next));
+        let problems: Vec<String> = self
+            .store
+            .problem()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        let health = cycle::health(&self.envoy, &problems, Some(now), Some(next));
         messages.push(p.status(true, &health));
         self.publish(&messages)
     }

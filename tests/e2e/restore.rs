@@ -264,10 +264,15 @@ fn original_references_are_found_among_many_retained_topics_of_a_default_broker(
 }
 
 /// Leaves on `broker` the retained ledger of a `--once` run against `e`, with 250 kWh this
-/// month and 3,000 kWh this year of production, and nothing else retained.
-fn retain_a_ledger_of_250_and_3000_kwh(e: &Envoy, broker: &Mosquitto) {
+/// month and 3,000 kWh this year of production, and nothing else retained; `all`: with the
+/// rest of the run's retained set (data, discovery, status) left on the broker too, but the
+/// month and year topics.
+fn retain_a_ledger(e: &Envoy, broker: &Mosquitto, all: bool) {
     let first = Tmp::new("state");
-    let env = with(bridge_env(e, broker, &first), &[("HA_DISCOVERY", "false")]);
+    let env = with(
+        bridge_env(e, broker, &first),
+        &[("HA_DISCOVERY", if all { "true" } else { "false" })],
+    );
     let out = run(&pairs(&env), &["--once"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let sub = Subscriber::start(broker, &[]);
@@ -285,9 +290,11 @@ fn retain_a_ledger_of_250_and_3000_kwh(e: &Envoy, broker: &Mosquitto) {
         &ledger.to_string(),
         &["-r", "-q", "1"],
     );
-    // Only the ledger stays: every month or year value seen later is the bridge's.
+    // Only the ledger stays, or (`all`) the month and year topics go: every month or year
+    // value seen later is the bridge's.
     for m in sub.seen() {
-        if m.topic != ledger_topic {
+        let totals = m.topic.ends_with("/month") || m.topic.ends_with("/year");
+        if m.topic != ledger_topic && (!all || totals) {
             publish(broker, &m.topic, "", &["-r"]);
         }
     }
@@ -295,6 +302,18 @@ fn retain_a_ledger_of_250_and_3000_kwh(e: &Envoy, broker: &Mosquitto) {
 
 #[test]
 fn a_late_broker_never_costs_the_retained_month_and_year() {
+    late_broker(false);
+}
+
+#[test]
+fn a_late_broker_with_the_full_retained_set_and_raw_ticks_keeps_the_month_and_year() {
+    late_broker(true);
+}
+
+/// The bridge starts with no state file while the broker, which holds the ledger, is down;
+/// `full`: the broker holds every retained topic of an earlier run (discovery, data,
+/// status) and the bridge has raw ticks every second.
+fn late_broker(full: bool) {
     // A power cut restarts router and broker together: no state file (tmpfs), and the
     // broker, which keeps the only copy of the ledger, comes up after the bridge.
     let e = envoy("7.6.175_with_cts");
@@ -304,7 +323,7 @@ fn a_late_broker_never_costs_the_retained_month_and_year() {
         Mosquitto::start("allow_anonymous true\npersistence true\npersistence_location {dir}/");
     // A ledger on the broker, as an earlier run left it, with 250 kWh this month and
     // 3,000 kWh this year of production.
-    retain_a_ledger_of_250_and_3000_kwh(&e, &broker);
+    retain_a_ledger(&e, &broker, full);
     broker.stop_saving();
 
     // The bridge starts with no state file while the broker is down, and polls.
@@ -312,9 +331,9 @@ fn a_late_broker_never_costs_the_retained_month_and_year() {
     let env = with(
         bridge_env(&e, &broker, &state),
         &[
-            ("HA_DISCOVERY", "false"),
-            ("RAW_DATA_INTERVAL_SECONDS", "0"),
-            ("DATA_INTERVAL_SECONDS", "1"),
+            ("HA_DISCOVERY", if full { "true" } else { "false" }),
+            ("RAW_DATA_INTERVAL_SECONDS", if full { "1" } else { "0" }),
+            ("DATA_INTERVAL_SECONDS", if full { "2" } else { "1" }),
         ],
     );
     let d = Daemon::start(&pairs(&env), &[]);
@@ -358,4 +377,145 @@ fn a_late_broker_never_costs_the_retained_month_and_year() {
     // was down is in it (36 Wh/s for several seconds).
     let today = value(&seen, "envoy/122238082763/data/prod_eim_today").unwrap();
     assert!(today > 36.0, "today continues: {today}");
+}
+
+#[test]
+fn a_forged_retained_ledger_is_refused_and_the_local_one_kept() {
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("HA_DISCOVERY", "false"),
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+        ],
+    );
+    // A first run leaves a state file and its retained ledger.
+    let out = run(&pairs(&env), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.path("ledger.json")).unwrap()).unwrap();
+    let topic = "envoy/122238082763/ledger";
+    let forge = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut forged = file.clone();
+        edit(&mut forged);
+        publish(&broker, topic, &forged.to_string(), &["-r", "-q", "1"]);
+    };
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    #[allow(clippy::type_complexity)]
+    let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>, &str); 3] = [
+        (
+            "a month of 9e9 Wh stamped now",
+            Box::new(|l| {
+                l["month"][1] = 9e9.into();
+                l["at_ms"] = (now_ms() + 1000).into();
+            }),
+            "conso_all_eim this month is 9000000000 Wh",
+        ),
+        (
+            "a time in the future",
+            Box::new(|l| l["at_ms"] = (now_ms() + 86_400_000).into()),
+            "in the future",
+        ),
+        (
+            "more this year than the counters ever counted",
+            Box::new(|l| {
+                l["year"][0] = 100_000_000.0.into();
+                l["at_ms"] = (now_ms() + 1000).into();
+            }),
+            "has only ever counted",
+        ),
+    ];
+    for (what, edit, said) in cases {
+        forge(&*edit);
+        let sub = Subscriber::start(&broker, &[]);
+        let d = Daemon::start(&pairs(&env), &[]);
+        let month = "envoy/122238082763/consumption/month";
+        let fresh = |s: &[Seen]| s.iter().filter(|m| m.topic == month).count() >= 2;
+        assert!(
+            sub.wait_until(Duration::from_secs(15), fresh),
+            "{what}: {}",
+            d.stderr()
+        );
+        let log = d.stderr();
+        assert!(
+            log.contains("is refused") && log.contains(said),
+            "{what}: {log}"
+        );
+        // The retained value first, then the bridge's: small, from the state file.
+        let last: f64 = sub.last(month).unwrap().1.parse().unwrap();
+        assert!(last < 1000.0, "{what}: month {last} kWh");
+        let kept: serde_json::Value = serde_json::from_str(&sub.last(topic).unwrap().1).unwrap();
+        assert!(kept["year"][0].as_f64().unwrap() < 1e6, "{what}: {kept}");
+        drop(d);
+    }
+}
+
+#[test]
+fn a_state_dir_that_cannot_be_written_stops_nothing_and_is_written_when_it_can() {
+    // The state file's temporary file is a folder: every write of the ledger fails, as on a
+    // read-only or full STATE_DIR, even for root.
+    let e = envoy("7.6.175_with_cts");
+    let broker = Mosquitto::start("allow_anonymous true");
+    let state = Tmp::new("state");
+    std::fs::create_dir_all(state.path("ledger.tmp")).unwrap();
+    let sub = Subscriber::start(&broker, &[]);
+    let env = with(
+        bridge_env(&e, &broker, &state),
+        &[
+            ("HA_DISCOVERY", "false"),
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "1"),
+        ],
+    );
+    let mut d = Daemon::start(&pairs(&env), &[]);
+    let oks = |s: &[Seen]| {
+        s.iter()
+            .filter(|m| m.topic == "envoy/status" && m.payload.contains("\"status\":\"ok\""))
+            .count()
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(15), |s| oks(s) >= 4),
+        "{}",
+        d.stderr()
+    );
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "still running: {}",
+        d.stderr()
+    );
+    let said = "the ledger goes on and the file is written as soon as it can be";
+    assert_eq!(
+        d.stderr().matches(said).count(),
+        1,
+        "said once: {}",
+        d.stderr()
+    );
+    let (_, status) = sub.last("envoy/status").unwrap();
+    assert!(status.contains(said), "in P/status errors: {status}");
+    assert!(!state.path("ledger.json").exists());
+    assert!(sub.last("envoy/122238082763/production/daily").is_some());
+    // Writable again: written at the next poll, whole.
+    std::fs::remove_dir(state.path("ledger.tmp")).unwrap();
+    assert!(
+        d.wait_until(Duration::from_secs(10), |d| d
+            .stderr()
+            .contains("is written again")),
+        "{}",
+        d.stderr()
+    );
+    assert!(check_state_file(&state.path("ledger.json")).is_some());
+    let ok_again = |s: &[Seen]| {
+        s.iter()
+            .rev()
+            .find(|m| m.topic == "envoy/status")
+            .is_some_and(|m| m.payload.contains("\"errors\":[]"))
+    };
+    assert!(sub.wait_until(Duration::from_secs(10), ok_again));
 }

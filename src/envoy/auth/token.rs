@@ -215,7 +215,10 @@ impl Keeper {
             )));
         }
         self.tried.set(Some(now));
-        state_file::write(&attempt, format!("{now}\n").as_bytes())?;
+        // Not stamped (STATE_DIR read-only or full): the rate limit holds in memory.
+        if let Err(e) = state_file::write(&attempt, format!("{now}\n").as_bytes()) {
+            log::warn!("{e}");
+        }
         log::info!(
             "asking the Enphase cloud for a token for serial {} (ENPHASE_USERNAME)",
             self.serial
