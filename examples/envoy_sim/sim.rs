@@ -83,6 +83,10 @@ impl Clock {
             return body.to_string();
         };
         if let Some(list) = v.as_array_mut().filter(|l| l.len() >= 2) {
+            // The Envoy's own clock is the simulated one: its readings say the time.
+            for reading in list.iter_mut() {
+                reading["timestamp"] = serde_json::json!(self.now);
+            }
             list[0]["actEnergyDlvd"] = serde_json::json!(produced);
             list[1]["actEnergyDlvd"] = serde_json::json!(imported);
             list[1]["actEnergyRcvd"] = serde_json::json!(exported);

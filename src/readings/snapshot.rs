@@ -38,6 +38,9 @@ pub struct Snapshot {
     /// The CTs come from `/production.json`: the net CT's one counter is import less
     /// export (`received` is 0), and import and export are not counted apart.
     pub net_counter_only: bool,
+    /// The Envoy's clock at its readings, Unix s: a second clock to tell whether a jump of
+    /// the wall clock is the time's or the machine's.
+    pub envoy_time: Option<i64>,
 }
 
 /// A snapshot from `/production.json`'s active `eim` sections, for a metered Envoy without
@@ -73,6 +76,7 @@ pub fn snapshot(
         inverters,
         ..Snapshot::default()
     };
+    snap.envoy_time = readings.iter().filter_map(|r| r.timestamp).max();
     for reading in readings {
         let Some(meter) = meters.iter().find(|m| m.eid == reading.eid) else {
             snap.unknown_eids.push(reading.eid);

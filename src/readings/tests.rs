@@ -37,6 +37,7 @@ fn reading(eid: u64, chans: &[Channel], delivered: f64, received: f64) -> MeterR
         delivered,
         received,
         channels: chans.to_vec(),
+        timestamp: None,
     }
 }
 

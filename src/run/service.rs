@@ -6,7 +6,7 @@
 //! the output (one broker read until the next deadline, or a sleep with `--dry-run`).
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::broker;
 use super::cycle::{self, Announcer, Group};
@@ -21,6 +21,7 @@ use crate::mqtt::{Message, Output};
 use crate::readings::{self, Field, Snapshot};
 use crate::settings::Config;
 use crate::signal::{SIGNAL_CHECK, Signals};
+use crate::time::guard::{Guard, Jump};
 use crate::topics::{Command, Composer, LiveMessages, commands};
 
 /// After this many failed polls in a row, `P/S/envoy` says `offline` and the Envoy's
@@ -61,6 +62,9 @@ struct Service<'a> {
     last_reload: Option<Instant>,
     /// What `P/S/envoy` last said.
     envoy_online: Option<bool>,
+    /// The wall clock checked against the monotonic one, from `started`.
+    clock: Guard,
+    started: Instant,
     /// What every message shares (prefix, serial, format, retain), and a raw tick's
     /// messages, kept from one tick to the next.
     composer: Composer,
@@ -82,7 +86,8 @@ impl Service<'_> {
         self.envoy.renew_if_due();
         let result = self.feeds.data(&mut self.envoy);
         let p = self.composer.clone();
-        let now = SystemTime::now();
+        let envoy_time = result.as_ref().ok().and_then(|s| s.envoy_time);
+        let now = self.now_told(envoy_time);
         let snap: Snapshot = match result {
             Ok(s) => s,
             Err(e) => {
@@ -137,7 +142,7 @@ impl Service<'_> {
         if live.is_empty() {
             return Ok(asked);
         }
-        let now = SystemTime::now();
+        let now = self.now();
         self.store.peak(now, &live);
         let messages = self.composer.live(&live, now, &mut self.live);
         self.stats.messages += messages.len();
@@ -160,7 +165,8 @@ impl Service<'_> {
             );
         }
         let mut messages = self.announcer.announce(group, entities);
-        messages.extend(self.composer.values(values, SystemTime::now()));
+        let now = self.now();
+        messages.extend(self.composer.values(values, now));
         messages.extend(self.composer.cleared(&gone));
         self.publish(&messages)
     }
@@ -179,6 +185,37 @@ impl Service<'_> {
             );
         }
         Some(p.envoy(online))
+    }
+
+    /// The time now: the wall clock, a jump of it held (see `time::guard`), said once.
+    fn now(&mut self) -> SystemTime {
+        self.now_told(None)
+    }
+
+    /// [`Service::now`], with the Envoy's clock as an answer just told it (Unix s).
+    fn now_told(&mut self, envoy_time: Option<i64>) -> SystemTime {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mono = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let envoy = envoy_time.map(|s| s.saturating_mul(1000));
+        let known = self.store.last_poll_ms();
+        let (ms, jump) = self.clock.time(wall, mono, known, envoy);
+        let h = |ms: i64| humantime::format_duration(Duration::from_secs(ms.unsigned_abs() / 1000));
+        match jump {
+            Some(Jump::Held(by)) => log::warn!(
+                "the wall clock jumped {} {}: the ledger keeps to the time it kept (taken if the clock keeps it for an hour)",
+                h(by),
+                if by > 0 { "forward" } else { "back" }
+            ),
+            Some(Jump::Back) => log::info!("the wall clock is back in step"),
+            Some(Jump::Taken(by)) => log::warn!(
+                "the wall clock kept its new time ({} off) for an hour: taken",
+                h(by)
+            ),
+            None => {}
+        }
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
 
     fn next_sync(&self) -> SystemTime {
@@ -247,7 +284,8 @@ impl Service<'_> {
                 let (feeds, envoy) = (&mut self.feeds, &mut self.envoy);
                 let table = (&mut self.table, self.config.data_interval);
                 if let Some(read) = self.side.run(side, feeds, envoy, table)? {
-                    self.store.battery(SystemTime::now(), &read.all);
+                    let now = self.now();
+                    self.store.battery(now, &read.all);
                     self.publish_values(Group::Feed(side), &read.all, &read.changed)?;
                 }
                 return Ok(true);
@@ -505,6 +543,8 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         reload_at: None,
         last_reload: None,
         envoy_online: None,
+        clock: Guard::default(),
+        started: start,
         early: Duration::ZERO,
     };
     loop {

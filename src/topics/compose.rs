@@ -10,6 +10,7 @@ use super::tree;
 use crate::mqtt::Message;
 use crate::readings::{Field, Live, Unit};
 use crate::settings::{Config, Format};
+use crate::time::guard::is_set as set;
 use crate::time::zone;
 
 /// Composes the messages of one Envoy (it publishes nothing): what every topic and payload
@@ -71,8 +72,10 @@ impl Composer {
         now: SystemTime,
         retain: bool,
     ) -> Vec<Message> {
-        // The text time only where it is written: `timestamp_text` and `json` payloads.
-        let stamp = if group == "data" || self.format == Format::Json {
+        // The text time only where it is written: `timestamp_text` and `json` payloads;
+        // no time at all while the clock is not set (a router before NTP says 1970).
+        let set = set(now);
+        let stamp = if set && (group == "data" || self.format == Format::Json) {
             zone::utc_time(now)
         } else {
             String::new()
@@ -91,6 +94,9 @@ impl Composer {
                 )
             })
             .collect();
+        if !set {
+            return out;
+        }
         out.push(self.message(
             self.topic(group, "timestamp"),
             secs.into(),
@@ -121,8 +127,8 @@ impl Composer {
     /// `MQTT_RETAIN`: a feed's values, without the data poll's timestamps.
     pub fn values(&self, fields: &[Field], now: SystemTime) -> Vec<Message> {
         let stamp = match self.format {
-            Format::Json => zone::utc_time(now),
-            Format::Simple => String::new(),
+            Format::Json if set(now) => zone::utc_time(now),
+            _ => String::new(),
         };
         fields
             .iter()
@@ -180,7 +186,7 @@ impl Composer {
         }
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         into.stamp.clear();
-        if self.format == Format::Json {
+        if self.format == Format::Json && set(now) {
             zone::write_utc(&mut into.stamp, i64::try_from(secs).unwrap_or(i64::MAX));
         }
         let values = live
@@ -207,7 +213,9 @@ impl Composer {
             }
             m.payload = String::from_utf8(bytes).unwrap_or_default();
         }
-        &into.messages
+        // The last one is `raw/timestamp`: not while the clock is not set.
+        let n = into.messages.len() - usize::from(!set(now));
+        &into.messages[..n]
     }
 }
 
@@ -301,6 +309,37 @@ pub(crate) mod tests {
             assert!(got.iter().all(|m| !m.live), "{group}");
             let got: Vec<String> = got.iter().map(Message::to_string).collect();
             assert_eq!(got, want, "{format:?} {retain} {group}");
+        }
+    }
+
+    #[test]
+    fn no_time_is_published_while_the_clock_is_not_set() {
+        let fields = [Field::new(Flow::Production, Measure::Power, 5.0)];
+        let unset = UNIX_EPOCH + Duration::from_secs(600);
+        for format in [Format::Simple, Format::Json] {
+            let p = composer(format, true);
+            let data = p.data(&fields, unset);
+            let topics: Vec<&str> = data.iter().map(|m| m.topic.as_str()).collect();
+            assert_eq!(
+                topics,
+                ["envoy/122238082763/data/prod_eim_wNow"],
+                "{format:?}"
+            );
+            assert!(!data[0].payload.contains("1970") && !data[0].payload.contains("timestamp"));
+            let live = Live {
+                watts: [Some(5.0), None, None, None],
+            };
+            let mut into = LiveMessages::default();
+            let raw: Vec<String> = p
+                .live(&live, unset, &mut into)
+                .iter()
+                .map(|m| m.topic.clone())
+                .collect();
+            assert_eq!(raw, ["envoy/122238082763/raw/prod_eim_wNow"], "{format:?}");
+            // Once set, the times are there again.
+            let set = UNIX_EPOCH + Duration::from_secs(1_768_473_000);
+            assert_eq!(p.live(&live, set, &mut into).len(), 2);
+            assert_eq!(p.data(&fields, set).len(), 3);
         }
     }
 

@@ -20,6 +20,7 @@ struct Payload<'a> {
     value: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<&'a str>,
+    #[serde(skip_serializing_if = "str::is_empty")]
     timestamp: &'a str,
     serial: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@ use super::compose::Composer;
 use super::payload;
 use super::tree;
 use crate::mqtt::Message;
+use crate::time::guard::is_set;
 use crate::time::zone;
 
 /// What `P/status` reports (docs/topics.md).
@@ -46,8 +47,9 @@ impl Composer {
     pub fn status(&self, ok: bool, health: &Health) -> Message {
         let status = payload::Status {
             status: if ok { "ok" } else { "error" },
-            last_sync: health.last_sync.map(zone::utc_time),
-            next_sync: health.next_sync.map(zone::utc_time),
+            // No time while the clock is not set (1970 before NTP).
+            last_sync: health.last_sync.filter(|t| is_set(*t)).map(zone::utc_time),
+            next_sync: health.next_sync.filter(|t| is_set(*t)).map(zone::utc_time),
             envoy_count: 1,
             errors: &health.errors,
             version: env!("CARGO_PKG_VERSION"),

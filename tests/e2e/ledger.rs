@@ -320,7 +320,7 @@ fn zero_and_backwards_counters_never_make_a_day_negative_or_count_twice() {
 }
 
 #[test]
-fn wall_clock_jumping_an_hour_forward_and_back_loses_and_doubles_nothing() {
+fn wall_clock_jumping_a_day_forward_and_back_loses_doubles_and_misplaces_nothing() {
     let dir = Tmp::new("clock");
     let clock = dir.path("now");
     let set = |t: i64| {
@@ -362,16 +362,62 @@ fn wall_clock_jumping_an_hour_forward_and_back_loses_and_doubles_nothing() {
     assert!(d.wait_until(Duration::from_secs(10), |d| today(d).is_some()));
     let first = lifetime(&d).unwrap() - today(&d).unwrap();
     std::thread::sleep(Duration::from_secs(2)); // the clock's phases: 2 s of polls each
-    set(noon + 3600 + 2);
-    std::thread::sleep(Duration::from_secs(2)); // an hour ahead
+    set(noon + 86_400 + 2);
+    std::thread::sleep(Duration::from_secs(2)); // a day ahead
     set(noon + 4);
     std::thread::sleep(Duration::from_secs(2)); // and back
     let counted = today(&d).unwrap();
     let increase = lifetime(&d).unwrap() - first;
     println!(
-        "clock +1 h then -1 h: today {counted:.3} Wh, counter increase {increase:.3} Wh, difference {:.3} Wh",
+        "clock +1 day then back: today {counted:.3} Wh, counter increase {increase:.3} Wh, difference {:.3} Wh",
         counted - increase
     );
     assert!((counted - increase).abs() <= 1.0, "{}", d.stderr());
-    assert!(d.stderr().contains("the clock went back"), "{}", d.stderr());
+    // The jump is held and said once; the day stays the 26th: no new day, no yesterday.
+    let log = d.stderr();
+    assert_eq!(
+        log.matches("the wall clock jumped 1day").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("the wall clock is back in step").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !log.contains("new day") && !log.contains("the clock went back"),
+        "{log}"
+    );
+    assert!(
+        !d.stdout()
+            .iter()
+            .any(|l| l.contains("/data/prod_eim_yesterday")),
+        "no day was closed"
+    );
+}
+
+#[test]
+fn nothing_carries_a_time_while_the_clock_is_not_set() {
+    // A router before NTP: its clock says 1970.
+    let dir = Tmp::new("clock");
+    std::fs::write(dir.path("now"), "600\n").unwrap();
+    let e = envoy("7.6.175_with_cts");
+    let state = Tmp::new("state");
+    let mut env = vec![
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().into()),
+        ("MQTT_FORMAT", "json".into()),
+        ("HA_DISCOVERY", "false".into()),
+    ];
+    env.extend(faketime(&dir.path("now")));
+    let out = run(&pairs(&env), &["--once", "--dry-run"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("/data/prod_eim_wNow"), "{stdout}");
+    assert!(
+        !stdout.contains("timestamp") && !stdout.contains("1970"),
+        "no time before the clock is set: {stdout}"
+    );
 }

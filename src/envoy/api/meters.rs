@@ -61,6 +61,8 @@ pub struct MeterReading {
     /// Wh received (`actEnergyRcvd`): exported, on a net-consumption CT.
     pub received: f64,
     pub channels: Vec<Channel>,
+    /// The Envoy's clock at the reading, Unix s (the data poll's; a raw tick reads none).
+    pub timestamp: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +112,8 @@ struct ReadingJson {
     act_energy_rcvd: f64,
     #[serde(default)]
     channels: Vec<ChannelJson>,
+    #[serde(default)]
+    timestamp: Option<i64>,
 }
 
 impl ChannelJson {
@@ -164,6 +168,7 @@ pub fn readings(body: &str) -> Result<Vec<MeterReading>, String> {
             delivered: r.act_energy_dlvd,
             received: r.act_energy_rcvd,
             channels: r.channels.iter().map(ChannelJson::channel).collect(),
+            timestamp: r.timestamp,
         })
         .filter(|r| finite(r.total.power) && finite(r.delivered) && finite(r.received))
         .collect())

@@ -1,0 +1,144 @@
+//! The store's unit tests: waiting for the broker, restoring, the batteries' integrated counters.
+use super::*;
+use crate::settings::{Format, Sources};
+
+/// A store over an empty folder, read-only (nothing is written), at `TZ=UTC0`.
+fn store(name: &str) -> (Store, Composer) {
+    let dir = std::env::temp_dir().join(format!("envoy2mqtt-{name}-{}", std::process::id()));
+    let mut sources = Sources::default();
+    sources.environment(|k| match k {
+        "STATE_DIR" => Some(dir.display().to_string()),
+        "TZ" => Some("UTC0".into()),
+        _ => None,
+    });
+    let config = sources.validate().unwrap();
+    let p = Composer {
+        prefix: "envoy".into(),
+        serial: "1".into(),
+        format: Format::Simple,
+        retain: true,
+    };
+    (Store::open(&config, true).unwrap(), p)
+}
+
+fn production(wh: f64) -> Vec<Field> {
+    vec![Field::new(Flow::Production, Measure::Lifetime, wh)]
+}
+
+/// 2026-01-15 12:00 UTC.
+fn noon() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_768_478_400)
+}
+
+fn today(a: &Store) -> Option<f64> {
+    let f = a.fields();
+    f.iter()
+        .find(|f| f.is(Flow::Production, Measure::Today))
+        .map(|f| f.value)
+}
+
+#[test]
+fn nothing_starts_fresh_while_the_broker_cannot_be_read() {
+    let (mut a, p) = store("store-wait");
+    assert!(a.waiting());
+    a.adopt(&p, None);
+    assert!(a.waiting(), "still waiting for the broker");
+    assert!(!a.update(&p, noon(), &production(5000.0)));
+    assert!(a.fields().is_empty(), "no ledger started");
+    a.adopt(&p, Some(Vec::new()));
+    assert!(!a.waiting());
+    assert!(
+        a.update(&p, noon(), &production(5000.0)),
+        "a first ledger: save"
+    );
+    assert_eq!(today(&a), Some(0.0));
+}
+
+#[test]
+fn the_retained_ledger_and_the_originals_references_are_taken() {
+    // The retained P/S/ledger of an earlier run: 700 Wh produced today.
+    let (mut first, p) = store("store-first");
+    first.adopt(&p, Some(Vec::new()));
+    first.update(&p, noon(), &production(5000.0));
+    first.update(&p, noon() + Duration::from_secs(600), &production(5700.0));
+    let kept = first
+        .messages(&p, noon())
+        .into_iter()
+        .find(|m| m.topic == "envoy/1/ledger")
+        .unwrap();
+    let (mut a, _) = store("store-retained");
+    a.adopt(&p, Some(vec![(kept.topic, kept.payload.into_bytes())]));
+    assert!(!a.waiting());
+    a.update(&p, noon() + Duration::from_secs(1200), &production(5900.0));
+    assert_eq!(today(&a), Some(900.0));
+
+    // The original envoy2mqtt's bare midnight reference: 1,200 Wh before the counter.
+    let (mut b, _) = store("store-original");
+    let reference = (
+        "envoy/1/data/prod_eim_whLifetime_00h".to_string(),
+        b"3800".to_vec(),
+    );
+    b.adopt(&p, Some(vec![reference]));
+    b.update(&p, noon(), &production(5000.0));
+    assert_eq!(today(&b), Some(1200.0));
+}
+
+fn value(a: &Store, flow: Flow, measure: Measure) -> Option<f64> {
+    let f = a.fields();
+    f.iter().find(|f| f.is(flow, measure)).map(|f| f.value)
+}
+
+#[test]
+fn battery_counters_integrated_without_a_storage_ct_go_on_after_a_restart() {
+    let (mut a, p) = store("store-battery");
+    a.adopt(&p, Some(Vec::new()));
+    let power = |w| vec![Field::new(Subject::Battery, Measure::Power, w)];
+    let poll = |a: &mut Store, at: SystemTime| {
+        let mut fields = production(5000.0);
+        a.integrated(&mut fields);
+        a.update(&p, at, &fields);
+        fields
+    };
+    let minute = Duration::from_secs(60);
+    poll(&mut a, noon());
+    // Discharging 600 W for 10 minutes (100 Wh), down to 0 in a minute (5 Wh), to
+    // charging at 1,200 W in a minute (10 Wh), then for 5 minutes (100 Wh).
+    for n in 0..=10 {
+        a.battery(noon() + minute * n, &power(600.0));
+    }
+    a.battery(noon() + minute * 11, &power(0.0));
+    a.battery(noon() + minute * 12, &power(-1200.0));
+    a.battery(noon() + minute * 17, &power(-1200.0));
+    let fields = poll(&mut a, noon() + minute * 18);
+    let lifetime = |flow| {
+        fields
+            .iter()
+            .find(|f| f.is(flow, Measure::Lifetime))
+            .map(|f| f.value)
+    };
+    assert_eq!(lifetime(Flow::BatteryDischarged), Some(105.0));
+    assert_eq!(lifetime(Flow::BatteryCharged), Some(110.0));
+    // A storage CT's counters are never overwritten.
+    let mut ct = vec![Field::new(Flow::BatteryCharged, Measure::Lifetime, 7.0)];
+    a.integrated(&mut ct);
+    assert_eq!(ct.len(), 1);
+
+    // The restart: the retained ledger carries the counters and the last reading on.
+    let kept = a
+        .messages(&p, noon())
+        .into_iter()
+        .find(|m| m.topic == "envoy/1/ledger")
+        .unwrap();
+    let (mut b, _) = store("store-battery-2");
+    b.adopt(&p, Some(vec![(kept.topic, kept.payload.into_bytes())]));
+    b.battery(noon() + minute * 20, &power(-1200.0));
+    poll(&mut b, noon() + minute * 21);
+    b.battery(noon() + minute * 25, &power(-1200.0));
+    poll(&mut b, noon() + minute * 26);
+    // 3 minutes from the last reading before the restart (60 Wh), then 5 (100 Wh).
+    assert_eq!(value(&b, Flow::BatteryCharged, Measure::Today), Some(160.0));
+    assert_eq!(
+        value(&b, Flow::BatteryDischarged, Measure::Today),
+        Some(0.0)
+    );
+}
