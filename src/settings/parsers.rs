@@ -139,6 +139,12 @@ pub fn envoy_url(value: &str) -> Result<String> {
     let port = match rest.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
             Some((addr, tail)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => tail,
+            Some((addr, _)) if addr.contains('%') => {
+                return bad(
+                    format!("'{value}' is a link-local IPv6 address with a zone"),
+                    "a zone (%eth0) cannot be used here: give the Envoy's IPv4 address, or an IPv6 address that is not link-local (fd00::/8 or global)",
+                );
+            }
             _ => {
                 return bad(
                     format!("'{value}' is not an IPv6 address in brackets"),

@@ -143,6 +143,11 @@ const REFUSED: &[(&[(&str, &str)], &str, &str)] = &[
     (&[("ENVOY_HOST", "::1")], "ENVOY_HOST", "[::1]"),
     (&[("ENVOY_HOST", "[::1")], "ENVOY_HOST", "in brackets"),
     (
+        &[("ENVOY_HOST", "[fe80::1%eth0]")],
+        "ENVOY_HOST",
+        "a zone (%eth0) cannot be used here",
+    ),
+    (
         &[("ENVOY_HOST", "https://user:pass@10.0.0.2")],
         "ENVOY_HOST",
         "user name or password",
