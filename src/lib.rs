@@ -35,9 +35,12 @@ pub mod fuzz {
     pub use crate::envoy::api::{info, meters, production, readings_scan};
     pub use crate::envoy::auth::{jwt, token};
     pub use crate::ledger::book as ledger;
+    pub use crate::mqtt::oversize;
     pub use crate::readings::{data_fields, live, snapshot};
     pub use crate::settings::{Format, Sources};
     pub use crate::time::offpeak;
     pub use crate::time::zone::{self, Zone};
     pub use crate::topics::{Composer, LiveMessages, commands};
+    pub use bytes::BytesMut;
+    pub use rumqttc::Packet as MqttPacket;
 }

@@ -331,6 +331,25 @@ fn month_and_year_restart_at_their_first_day() {
     assert!(close(get("production/month"), 1.0));
     let (l, _) = run("2026-01-14 12:00", &[(0, 0.0), (24 * H, 24_000.0)]);
     assert!(close(l.month[Production], 12_000.0) && close(l.year[Production], 12_000.0));
+    // Month ends inside a year: the month starts again, the year goes on (a "same year"
+    // rollover would keep January in February's month).
+    for start in ["2026-01-31 12:00", "2026-06-30 12:00"] {
+        let (l, _) = run(start, &[(0, 0.0), (24 * H, 24_000.0)]);
+        let totals = l.totals(false);
+        let get = |n: &str| totals.iter().find(|f| f.name() == n).unwrap().value;
+        assert!(
+            close(l.month[Production], 0.0),
+            "{start}: month {:?}",
+            l.month
+        );
+        assert!(
+            close(l.year[Production], 12_000.0),
+            "{start}: year {:?}",
+            l.year
+        );
+        assert!(close(get("production/month"), 12.0), "{start}");
+        assert!(close(get("production/year"), 24.0), "{start}");
+    }
 }
 
 #[test]
