@@ -8,7 +8,7 @@
 //! The cloud's certificate is signed by a test CA, which the bridge is told to trust.
 #![allow(dead_code)] // Each user (tests, the demo binary) uses its own part of it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -50,6 +50,8 @@ pub struct Faults {
     pub counters: Counters,
     /// Wh added to the energy counters per second of run time.
     pub rate: f64,
+    /// A session ends after this many requests, as real Envoys end theirs (0: never).
+    pub session_requests: u32,
 }
 
 /// A wall clock shared with the bridge through libfaketime's timestamp file
@@ -111,6 +113,8 @@ pub struct State {
     /// Tokens the Envoy accepts (the cloud adds the ones it issues).
     pub tokens: HashSet<String>,
     pub sessions: HashSet<String>,
+    /// Requests made with each session, for `Faults::session_requests`.
+    pub session_uses: HashMap<String, u32>,
     /// Cloud accounts: e-mail → (password, needs MFA).
     pub accounts: BTreeMap<String, (String, bool)>,
     cloud_sessions: HashSet<String>,
@@ -129,6 +133,7 @@ impl Control {
         Control(Arc::new(Mutex::new(State {
             faults: Faults {
                 unauthorized: 0,
+                session_requests: 0,
                 status: None,
                 delay: Duration::ZERO,
                 drop: 0,
@@ -140,6 +145,7 @@ impl Control {
             seen: Seen::default(),
             tokens: HashSet::new(),
             sessions: HashSet::new(),
+            session_uses: HashMap::new(),
             accounts: BTreeMap::new(),
             cloud_sessions: HashSet::new(),
             token_lifetime: 365 * 86_400,
@@ -421,12 +427,22 @@ fn authorize(req: &Request, s: &mut State) -> Option<Response> {
         })
         .map(str::to_string);
     let token_ok = bearer.as_ref().is_some_and(|t| s.tokens.contains(t));
-    let session_ok = cookie.as_ref().is_some_and(|c| s.sessions.contains(c));
+    let mut session_ok = cookie.as_ref().is_some_and(|c| s.sessions.contains(c));
+    if let (true, Some(c), limit @ 1..) = (session_ok, &cookie, s.faults.session_requests) {
+        let uses = s.session_uses.entry(c.clone()).or_default();
+        *uses += 1;
+        if *uses > limit {
+            // Ended: the cookie is no longer known, as after an Envoy's session timeout.
+            s.sessions.remove(c);
+            session_ok = false;
+        }
+    }
     if req.path == "/auth/check_jwt" {
         if !token_ok || take(&mut s.faults.unauthorized) {
             return Some(response(401, "text/html", "<h2>Invalid token.</h2>"));
         }
-        let id = format!("sim{}{}", s.sessions.len(), now());
+        // Never an id given before (sessions that ended are gone from the set).
+        let id = format!("sim{}{}", s.sessions.len() + s.session_uses.len(), now());
         s.sessions.insert(id.clone());
         let mut r = response(200, "text/html", "<!DOCTYPE html><h2>Valid token.</h2>");
         r.headers.push((

@@ -365,7 +365,8 @@ impl Envoy {
         if reply.status != 401 || matches!(self.session, Some(Auth::Open)) {
             return Ok(reply);
         }
-        log::warn!("the Envoy answered 401 to {path}: opening a new session");
+        // Envoys end sessions after a while: expected, said at info.
+        log::info!("the Envoy answered 401 to {path}: opening a new session");
         self.session = match self.session.take() {
             Some(Auth::Cookie(t, _) | Auth::Bearer(t) | Auth::Token(t)) => Some(Auth::Token(t)),
             other => other,

@@ -142,3 +142,60 @@ fn battery_counters_integrated_without_a_storage_ct_go_on_after_a_restart() {
         Some(0.0)
     );
 }
+
+#[test]
+fn the_newer_of_the_state_file_and_the_retained_ledger_wins_either_way() {
+    // Two ledgers of one day: 700 Wh today at 12:10, 900 Wh at 12:20.
+    let (mut a, p) = store("store-newer");
+    a.adopt(&p, Some(Vec::new()));
+    a.update(&p, noon(), &production(5000.0));
+    a.update(&p, noon() + Duration::from_secs(600), &production(5700.0));
+    let at_1210 = book::text(a.ledger.as_ref().unwrap());
+    a.update(&p, noon() + Duration::from_secs(1200), &production(5900.0));
+    let at_1220 = book::text(a.ledger.as_ref().unwrap());
+    let cases = [
+        ("retained newer than the file", &at_1210, &at_1220, 900.0),
+        ("file newer than the retained", &at_1220, &at_1210, 900.0),
+        ("both the same", &at_1210, &at_1210, 700.0),
+    ];
+    for (n, (what, file, retained, want)) in cases.into_iter().enumerate() {
+        let (b, _) = store(&format!("store-either-{n}"));
+        std::fs::create_dir_all(b.path.parent().unwrap()).unwrap();
+        std::fs::write(&b.path, file.as_bytes()).unwrap();
+        let (mut b, _) = store(&format!("store-either-{n}"));
+        assert!(b.has_file(), "{what}");
+        let topic = "envoy/1/ledger".to_string();
+        b.adopt(&p, Some(vec![(topic, retained.clone().into_bytes())]));
+        assert_eq!(today(&b), Some(want), "{what}");
+        std::fs::remove_dir_all(b.path.parent().unwrap()).unwrap();
+    }
+    // A file that is not a ledger (truncated) loses to the retained one, and a retained one
+    // that is not a ledger (garbage) leaves the file's.
+    let (b, _) = store("store-truncated");
+    std::fs::create_dir_all(b.path.parent().unwrap()).unwrap();
+    std::fs::write(&b.path, &at_1220.as_bytes()[..40]).unwrap();
+    let (mut b, _) = store("store-truncated");
+    assert!(!b.has_file());
+    b.adopt(
+        &p,
+        Some(vec![(
+            "envoy/1/ledger".into(),
+            at_1210.clone().into_bytes(),
+        )]),
+    );
+    assert_eq!(today(&b), Some(700.0));
+    std::fs::remove_dir_all(b.path.parent().unwrap()).unwrap();
+    let (c, _) = store("store-garbage");
+    std::fs::create_dir_all(c.path.parent().unwrap()).unwrap();
+    std::fs::write(&c.path, at_1210.as_bytes()).unwrap();
+    let (mut c, _) = store("store-garbage");
+    c.adopt(
+        &p,
+        Some(vec![(
+            "envoy/1/ledger".into(),
+            b"{\"version\":2,\"today".to_vec(),
+        )]),
+    );
+    assert_eq!(today(&c), Some(700.0));
+    std::fs::remove_dir_all(c.path.parent().unwrap()).unwrap();
+}

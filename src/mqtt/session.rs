@@ -1,15 +1,10 @@
 //! The MQTT 3.1.1 session: rumqttc's packet codec over our own blocking socket
-//! ([`super::link`]), driven from the program's one thread.
-//!
-//! rumqttc's `Client`/`Connection` runs a tokio runtime inside; measured against this
-//! design (see `docs/design.md`) it cost 4 extra wake-ups a second, an eventfd write and
-//! two epoll returns per wait, one `writev` per message, and PUBACKs that needed a reach
-//! into its private fields. Here: the loop waits in one read until its next deadline or a
-//! packet; the messages of one tick go out in one write; a clean session is used and,
-//! after every (re)connect, the subscriptions, the availability and every retained
-//! message are sent again, so the broker's retained state is whole even after it lost
-//! it; reconnects back off; `close` waits for the QoS acknowledgements before the
-//! DISCONNECT, so nothing is lost at exit.
+//! ([`super::link`]), driven from the program's one thread (rumqttc's own client runs a tokio
+//! runtime: 4 extra wake-ups a second and more, docs/design.md). The loop waits in one read
+//! until its next deadline or a packet; a tick's messages go out in one write; a clean
+//! session, and after every (re)connect the subscriptions, the availability and the retained
+//! messages are sent again, so the broker's retained state is whole even after it lost it;
+//! reconnects back off; `close` waits for the acknowledgements, so nothing is lost at exit.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -81,6 +76,9 @@ pub struct Session {
     pub connects: u32,
     /// What is left to drop of an oversized incoming packet.
     dropper: Dropper,
+    /// Retained messages under this prefix are not kept for a reconnect: their owner sends
+    /// them again (discovery configs, a quarter of a megabyte with 30 microinverters).
+    not_kept: Option<String>,
 }
 
 impl Session {
@@ -134,6 +132,7 @@ impl Session {
             short_sessions: 0,
             connects: 0,
             dropper: Dropper::default(),
+            not_kept: None,
         })
     }
 
@@ -207,6 +206,11 @@ impl Session {
             self.send();
         }
         self.subscriptions = topics;
+    }
+
+    /// Retained messages under `prefix` are not kept for the re-send after a reconnect.
+    pub fn not_kept(&mut self, prefix: String) {
+        self.not_kept = Some(prefix);
     }
 
     /// The retained messages of `topics`: subscribes to them and to `probe` (QoS 1), then
@@ -519,8 +523,12 @@ impl Session {
     /// disconnected only the remembering happens.
     pub fn publish(&mut self, messages: &[Message]) {
         for m in messages {
+            let kept = !self
+                .not_kept
+                .as_ref()
+                .is_some_and(|p| m.topic.starts_with(p));
             if m.retain {
-                if m.payload.is_empty() {
+                if m.payload.is_empty() || !kept {
                     self.retained.remove(&m.topic);
                 } else {
                     self.published += 1;

@@ -1,5 +1,6 @@
 //! The broker as the runs open it: the client id, and for the service the last will, the
-//! availability sent at every connect and the command subscriptions; `--dry-run` prints.
+//! availability sent at every connect and the command subscriptions, and what of the
+//! settings a reload must reconnect for; `--dry-run` prints.
 
 use crate::error::Result;
 use crate::mqtt::{Broker, Output, Session, Stdout};
@@ -38,6 +39,10 @@ pub fn open(config: &Config, serial: &str, dry_run: bool) -> Result<Box<dyn Outp
         &config.mqtt.prefix,
         config.ha_discovery.then_some(config.ha_prefix.as_str()),
     ));
+    // The service sends the discovery again after a reconnect (`Service::reconnected`).
+    if config.ha_discovery {
+        session.not_kept(format!("{}/", config.ha_prefix));
+    }
     Ok(Box::new(Broker::new(session)))
 }
 
@@ -55,4 +60,26 @@ pub fn open_once(config: &Config, serial: &str, dry_run: bool) -> Result<Box<dyn
     )?;
     session.connect()?;
     Ok(Box::new(Broker::new(session)))
+}
+
+/// What the broker session is opened with: a change reconnects (the payloads' format and
+/// retain flag are not in it).
+#[derive(PartialEq)]
+pub struct MqttConfigKey {
+    mqtt: crate::settings::MqttConfig,
+    ha_discovery: bool,
+    ha_prefix: String,
+}
+
+impl MqttConfigKey {
+    pub fn of(c: &Config) -> MqttConfigKey {
+        let mut mqtt = c.mqtt.clone();
+        mqtt.format = crate::settings::Format::Simple;
+        mqtt.retain = true;
+        MqttConfigKey {
+            mqtt,
+            ha_discovery: c.ha_discovery,
+            ha_prefix: c.ha_prefix.clone(),
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! What the service tells the log on its own: the hourly sign of life ([`Stats`]), and the
+//! What the service tells the log on its own: the hourly sign of life ([`Stats`]), a jump
+//! of the wall clock ([`tell_jump`]), and the
 //! lines that the LAN can repeat at will (an unknown command, Home Assistant's birth
 //! message): the first is logged, the next ones in the same minute are counted, and the
 //! count is said once the minute is over. Anyone can publish 10,000 messages; the log of a
@@ -7,6 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+use crate::time::guard::Jump;
 
 /// The log lines the LAN can repeat, as [`Repeats`] keys (and the words of their counts).
 pub const BIRTH: &str = "Home Assistant online messages";
@@ -44,6 +47,24 @@ impl Stats {
             self.messages,
             self.reconnects
         )
+    }
+}
+
+/// Says a jump of the wall clock (`time::guard`), once per jump.
+pub fn tell_jump(jump: Option<Jump>) {
+    let h = |ms: i64| humantime::format_duration(Duration::from_secs(ms.unsigned_abs() / 1000));
+    match jump {
+        Some(Jump::Held(by)) => log::warn!(
+            "the wall clock jumped {} {}: the ledger keeps to the time it kept (taken if the clock keeps it for an hour)",
+            h(by),
+            if by > 0 { "forward" } else { "back" }
+        ),
+        Some(Jump::Back) => log::info!("the wall clock is back in step"),
+        Some(Jump::Taken(by)) => log::warn!(
+            "the wall clock kept its new time ({} off) for an hour: taken",
+            h(by)
+        ),
+        None => {}
     }
 }
 

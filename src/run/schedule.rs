@@ -1,11 +1,13 @@
-//! The feed table: each feed's period and next due time, counted from a common start, and
-//! the pause after failures. Pure: instants in, instants out.
+//! The feed table: each feed's period (from the settings) and next due time, counted from
+//! a common start, and the pause after failures. Pure: instants in, instants out.
 //!
 //! Tick n of a period is due at start + n × period: a slow answer makes the loop skip
 //! ticks, never bunch them. A failed request pauses every feed: the Envoy is one small
 //! device that answers one request at a time, and what failed one feed would fail the next.
 
 use std::time::{Duration, Instant};
+
+use crate::settings::Config;
 
 /// The longest pause after repeated Envoy failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -202,6 +204,11 @@ impl Table {
     pub fn wake(&self) -> Instant {
         self.rows.iter().map(|r| r.next).min().unwrap_or(self.start)
     }
+}
+
+/// The feed table's periods: data, raw, microinverters.
+pub fn periods(c: &Config) -> (Duration, Option<Duration>, Option<Duration>) {
+    (c.data_interval, c.raw_interval, c.inverter_interval)
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::broker;
+use super::broker::MqttConfigKey;
 use super::cycle::{self, Announcer, Group};
 use super::feeds::Feeds;
-use super::repeats::{BIRTH, Repeats, SIGN_OF_LIFE, Stats, UNKNOWN, more};
+use super::repeats::{BIRTH, Repeats, SIGN_OF_LIFE, Stats, UNKNOWN, more, tell_jump};
+use super::schedule::periods;
 use super::schedule::{Feed, Table, backoff};
 use super::side::Side;
 use crate::envoy::Envoy;
@@ -21,7 +23,7 @@ use crate::mqtt::{Message, Output};
 use crate::readings::{self, Field, Snapshot};
 use crate::settings::Config;
 use crate::signal::{SIGNAL_CHECK, Signals};
-use crate::time::guard::{Guard, Jump};
+use crate::time::guard::Guard;
 use crate::topics::{Command, Composer, LiveMessages, commands};
 
 /// After this many failed polls in a row, `P/S/envoy` says `offline` and the Envoy's
@@ -57,6 +59,8 @@ struct Service<'a> {
     /// When the last sign of life was logged, and the broker's connection count then.
     told_alive: Instant,
     connects_told: u32,
+    /// The broker's connection count last seen: a new connection gets the discovery again.
+    connects_seen: u32,
     /// When a reload asked for is due, and when the last one ran.
     reload_at: Option<Instant>,
     last_reload: Option<Instant>,
@@ -201,20 +205,7 @@ impl Service<'_> {
         let envoy = envoy_time.map(|s| s.saturating_mul(1000));
         let known = self.store.last_poll_ms();
         let (ms, jump) = self.clock.time(wall, mono, known, envoy);
-        let h = |ms: i64| humantime::format_duration(Duration::from_secs(ms.unsigned_abs() / 1000));
-        match jump {
-            Some(Jump::Held(by)) => log::warn!(
-                "the wall clock jumped {} {}: the ledger keeps to the time it kept (taken if the clock keeps it for an hour)",
-                h(by),
-                if by > 0 { "forward" } else { "back" }
-            ),
-            Some(Jump::Back) => log::info!("the wall clock is back in step"),
-            Some(Jump::Taken(by)) => log::warn!(
-                "the wall clock kept its new time ({} off) for an hour: taken",
-                h(by)
-            ),
-            None => {}
-        }
+        tell_jump(jump);
         UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
 
@@ -241,6 +232,19 @@ impl Service<'_> {
     /// early only runs a tick that much before its deadline; too late delays it.
     fn learn_overshoot(&mut self, late: Duration) {
         self.early = late.max(self.early * 15 / 16).min(MAX_EARLY);
+    }
+
+    /// After a reconnect (not the first connection), the discovery goes out again at once:
+    /// the session does not keep its configs (`Session::not_kept`), and a broker that lost
+    /// its retained messages lost them.
+    fn reconnected(&mut self) {
+        let connects = self.out.connects();
+        if connects > self.connects_seen {
+            if self.connects_seen > 0 {
+                self.discovery_at.get_or_insert_with(Instant::now);
+            }
+            self.connects_seen = connects;
+        }
     }
 
     /// Once an hour: what the service did, at `info`; and the count of repeated lines
@@ -540,6 +544,7 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
         stats: Stats::default(),
         told_alive: start,
         connects_told: 0,
+        connects_seen: 0,
         reload_at: None,
         last_reload: None,
         envoy_online: None,
@@ -558,6 +563,7 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
             service.ask_reload();
         }
         service.reload_if_due();
+        service.reconnected();
         service.sign_of_life();
         if service.tick()? {
             continue;
@@ -578,31 +584,4 @@ pub fn run(config: Config, dry_run: bool, reload: &dyn Fn() -> Result<Config>) -
             service.command(&topic, &payload);
         }
     }
-}
-
-/// What the broker session is opened with: a change reconnects (the payloads' format and
-/// retain flag are not in it).
-#[derive(PartialEq)]
-struct MqttConfigKey {
-    mqtt: crate::settings::MqttConfig,
-    ha_discovery: bool,
-    ha_prefix: String,
-}
-
-impl MqttConfigKey {
-    fn of(c: &Config) -> MqttConfigKey {
-        let mut mqtt = c.mqtt.clone();
-        mqtt.format = crate::settings::Format::Simple;
-        mqtt.retain = true;
-        MqttConfigKey {
-            mqtt,
-            ha_discovery: c.ha_discovery,
-            ha_prefix: c.ha_prefix.clone(),
-        }
-    }
-}
-
-/// The feed table's periods: data, raw, microinverters.
-fn periods(c: &Config) -> (Duration, Option<Duration>, Option<Duration>) {
-    (c.data_interval, c.raw_interval, c.inverter_interval)
 }

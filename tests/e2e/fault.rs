@@ -127,64 +127,65 @@ fn envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll() {
     let e = envoy("7.6.175_with_cts");
     let c = e.server.control.clone();
     let state = Tmp::new("state");
-    let env = [
-        ("ENVOY_HOST", e.server.url()),
-        ("ENVOY_TOKEN", e.token.clone()),
-        ("STATE_DIR", state.0.to_str().unwrap().into()),
-        ("RAW_DATA_INTERVAL_SECONDS", "1".into()),
-        ("DATA_INTERVAL_SECONDS", "1h".into()),
-        ("HA_DISCOVERY", "false".into()),
-    ];
+    let env = dry_run_env(&e, &state, "1", "1h");
     let d = Daemon::start(&pairs(&env), &["--dry-run"]);
     assert!(d.wait_until(Duration::from_secs(10), |d| raw_lines(d) >= 2));
     let readings = || c.count("GET /ivp/meters/readings");
-    // (what, fault on, fault off, seconds): 503s, dropped connections, and answers slower
-    // than the 10 s timeout (the Envoy's nightly outage, shortened).
+    // (what, fault on, fault off, requests): 503s, dropped connections, and answers slower
+    // than the 10 s timeout (the Envoy's nightly outage, shortened); each outage lasts until
+    // the Envoy has been asked that many times, and the back-off must have spread them.
     type Fault = fn(&mut sim::Faults);
-    let phases: [(&str, Fault, Fault, u64); 3] = [
+    let phases: [(&str, Fault, Fault, usize); 3] = [
         (
             "HTTP 503",
             |f| f.status = Some((503, u32::MAX)),
             |f| f.status = None,
-            12,
+            4,
         ),
         (
             "dropped connections",
             |f| f.drop = u32::MAX,
             |f| f.drop = 0,
-            12,
+            4,
         ),
         (
             "timeouts",
             |f| f.delay = Duration::from_secs(11),
             |f| f.delay = Duration::ZERO,
-            25,
+            2,
         ),
     ];
-    // `make soak` stretches the outages to minutes (FAULT_SCALE=12: 5 minutes of timeouts);
-    // at most 12, so that the test stays bounded in time.
-    let scale: u64 = std::env::var("FAULT_SCALE")
+    // `make soak` stretches the outages (FAULT_SCALE=12: many more requests, minutes of
+    // back-off); at most 12, so that the test stays bounded in time.
+    let scale: usize = std::env::var("FAULT_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1)
         .clamp(1, 12);
-    for (what, on, off, seconds) in phases {
-        let seconds = seconds * scale;
+    for (what, on, off, requests) in phases {
+        let requests = requests * scale;
         on(&mut c.lock().faults);
         let during = readings();
-        std::thread::sleep(Duration::from_secs(seconds)); // the outage's length
+        let started = Instant::now();
+        assert!(
+            d.wait_until(Duration::from_secs(60 * scale as u64), |_| readings()
+                >= during + requests),
+            "{what}: the Envoy was not asked again: {}",
+            d.stderr()
+        );
+        let seconds = started.elapsed().as_secs_f64();
         off(&mut c.lock().faults);
         let (asked, lines) = (readings() - during, raw_lines(&d));
         let cleared = readings();
         // The next poll comes at most one back-off (5 minutes at most) after the outage.
-        let back = d.wait_until(Duration::from_secs((40 * scale).min(330)), |d| {
+        let back = d.wait_until(Duration::from_secs((40 * scale as u64).min(330)), |d| {
             raw_lines(d) > lines
         });
         let polls = readings() - cleared;
         // Back-off 1, 2, 4, 8, 16 s: a poll at most every 2^n s after n failures.
-        let bound = 2 + (seconds as f64).log2().ceil() as usize;
+        let bound = 2 + seconds.log2().ceil() as usize;
         println!(
-            "{what}: {asked} Envoy requests in {seconds} s of outage (bound {bound}); {polls} poll(s) after it ended to recover"
+            "{what}: {asked} Envoy requests in {seconds:.1} s of outage (bound {bound}); {polls} poll(s) after it ended to recover"
         );
         assert!(back, "{what}: no data after the outage: {}", d.stderr());
         assert!(asked <= bound, "{what}: {asked} requests");
@@ -288,8 +289,17 @@ fn a_slow_envoy_never_makes_the_availability_lie() {
         s.faults.unauthorized = 2; // the session, then the token
         s.tokens.clear();
     }
-    // 2 minutes of slow answers, as the Envoy's nightly busy spell.
-    std::thread::sleep(Duration::from_secs(120)); // the fault's length
+    // Slow answers, as in the Envoy's nightly busy spell, until the poll that needs a new
+    // token has got it and read the Envoy with it: seven answers of 9 s, over a minute,
+    // longer than the broker's 45 s (bounded at 3 minutes).
+    let readings = || c.count("GET /ivp/meters/readings");
+    let before = readings();
+    let slow_poll_done = |_: &Daemon| c.count("POST /tokens") >= 1 && readings() >= before + 2;
+    assert!(
+        d.wait_until(Duration::from_secs(180), slow_poll_done),
+        "{}",
+        d.stderr()
+    );
     let during = raw(&sub.seen());
     c.lock().faults.delay = Duration::ZERO;
     assert!(
@@ -504,23 +514,11 @@ fn rss(pid: u32) -> u64 {
 
 #[test]
 fn a_50_mb_answer_is_refused_unread_and_its_memory_returned() {
-    let readings = std::fs::read_to_string(
-        fixtures()
-            .join("7.6.175_with_cts")
-            .join("ivp_meters_readings"),
-    )
-    .unwrap();
+    let readings = fixture_file("7.6.175_with_cts", "ivp_meters_readings");
     let fixture = variant_with("7.6.175_with_cts", "ivp_meters_readings", Some(&readings));
     let e = envoy_with(&fixture.0, sim::Control::new("122238082763"));
     let state = Tmp::new("state");
-    let env = [
-        ("ENVOY_HOST", e.server.url()),
-        ("ENVOY_TOKEN", e.token.clone()),
-        ("STATE_DIR", state.0.to_str().unwrap().into()),
-        ("RAW_DATA_INTERVAL_SECONDS", "1".into()),
-        ("DATA_INTERVAL_SECONDS", "1h".into()),
-        ("HA_DISCOVERY", "false".into()),
-    ];
+    let env = dry_run_env(&e, &state, "1", "1h");
     let d = Daemon::start(&pairs(&env), &["--dry-run"]);
     assert!(d.wait_until(Duration::from_secs(10), |d| raw_lines(d) >= 3));
     let before = rss(d.child.id());

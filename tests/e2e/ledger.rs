@@ -280,15 +280,9 @@ fn zero_and_backwards_counters_never_make_a_day_negative_or_count_twice() {
     let c = e.server.control.clone();
     c.lock().faults.rate = 20.0;
     let state = Tmp::new("state");
-    let env = [
-        ("ENVOY_HOST", e.server.url()),
-        ("ENVOY_TOKEN", e.token.clone()),
-        ("STATE_DIR", state.0.to_str().unwrap().into()),
-        ("RAW_DATA_INTERVAL_SECONDS", "0".into()),
-        ("DATA_INTERVAL_SECONDS", "200ms".into()),
-        ("HA_DISCOVERY", "false".into()),
-    ];
+    let env = dry_run_env(&e, &state, "0", "200ms");
     let d = Daemon::start(&pairs(&env), &["--dry-run"]);
+    let readings = || c.count("GET /ivp/meters/readings");
     for counters in [
         sim::Counters::Advancing,
         sim::Counters::Zero,
@@ -296,8 +290,14 @@ fn zero_and_backwards_counters_never_make_a_day_negative_or_count_twice() {
         sim::Counters::Backwards,
         sim::Counters::Advancing,
     ] {
+        let before = readings();
         c.lock().faults.counters = counters;
-        std::thread::sleep(Duration::from_secs(2)); // each phase of the fault: 2 s of polls
+        // Each phase of the fault: at least 5 polls served with it (0.2 s each), bounded.
+        assert!(
+            d.wait_until(Duration::from_secs(10), |_| readings() >= before + 5),
+            "{counters:?} not served: {}",
+            d.stderr()
+        );
     }
     let today: Vec<f64> = d
         .stdout()
@@ -317,6 +317,21 @@ fn zero_and_backwards_counters_never_make_a_day_negative_or_count_twice() {
     assert_eq!((negative, decreases), (0, 0));
     // No step takes back the 1 kWh of the backwards phase, or the whole counter.
     assert!(biggest < 100.0, "{today:?}");
+    // And today is what the counter really gained, from the first poll to the last (both in
+    // an advancing phase): a ledger that counts nothing, or twice, fails here.
+    let lifetime: Vec<f64> = d
+        .stdout()
+        .iter()
+        .filter_map(|l| l.strip_prefix("envoy/122238082763/data/prod_eim_whLifetime [retained] "))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let real = lifetime.last().unwrap() - lifetime.first().unwrap();
+    let counted = *today.last().unwrap();
+    assert!(real > 50.0, "the counter moved: {lifetime:?}");
+    assert!(
+        (counted - real).abs() <= 25.0,
+        "today {counted} Wh, the counter gained {real} Wh"
+    );
 }
 
 #[test]
@@ -420,4 +435,55 @@ fn nothing_carries_a_time_while_the_clock_is_not_set() {
         !stdout.contains("timestamp") && !stdout.contains("1970"),
         "no time before the clock is set: {stdout}"
     );
+}
+
+#[test]
+fn the_days_peak_import_comes_from_the_raw_ticks_between_data_polls() {
+    // A 4.3 kW import that only raw ticks see: it comes and goes between two data polls.
+    let readings = fixture_file("7.6.175_with_cts", "ivp_meters_readings");
+    let fixture = variant_with("7.6.175_with_cts", "ivp_meters_readings", Some(&readings));
+    let spike = {
+        let mut v: serde_json::Value = serde_json::from_str(&readings).unwrap();
+        v[1]["activePower"] = 4321.0.into();
+        v[1]["instantaneousDemand"] = 4321.0.into();
+        v.to_string()
+    };
+    let e = envoy_with(&fixture.0, Control::new("122238082763"));
+    let state = Tmp::new("state");
+    let env = dry_run_env(&e, &state, "0.25", "10");
+    let d = Daemon::start(&pairs(&env), &["--dry-run"]);
+    let peak = "envoy/122238082763/max_power [retained] ";
+    let peaks = |d: &Daemon| -> Vec<f64> {
+        d.stdout()
+            .iter()
+            .filter_map(|l| l.strip_prefix(peak))
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    let raw_spike = "envoy/122238082763/raw/conso_net_eim_wNow 4321";
+    let data_spike = "envoy/122238082763/data/conso_net_eim_wNow [retained] 4321";
+    assert!(d.wait_until(Duration::from_secs(10), |d| !peaks(d).is_empty()));
+    assert_eq!(peaks(&d), [0.0], "exporting at first: no import");
+    // The spike, for one raw tick or two; again if a data poll happened to read it.
+    for _ in 0..3 {
+        std::fs::write(fixture.0.join("ivp_meters_readings"), &spike).unwrap();
+        let seen = |d: &Daemon| d.stdout().iter().any(|l| l == raw_spike);
+        assert!(d.wait_until(Duration::from_secs(5), seen), "{}", d.stderr());
+        std::fs::write(fixture.0.join("ivp_meters_readings"), &readings).unwrap();
+        if !d.stdout().iter().any(|l| l.starts_with(data_spike)) {
+            break;
+        }
+    }
+    assert!(
+        !d.stdout().iter().any(|l| l.starts_with(data_spike)),
+        "no data poll read the spike"
+    );
+    // The next data poll says the day's peak: the raw ticks' 4,321 W.
+    let n = peaks(&d).len();
+    assert!(
+        d.wait_until(Duration::from_secs(15), |d| peaks(d).len() > n),
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(peaks(&d).last(), Some(&4321.0));
 }

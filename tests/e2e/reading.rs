@@ -170,6 +170,37 @@ fn unwired_phases_are_left_out_of_the_three_phase_fixture() {
 }
 
 #[test]
+fn noise_of_unwired_phases_in_the_envoys_aggregate_is_left_out() {
+    // Derived from 7.6.175_with_cts_3phase: the unwired L2 and L3 read 25 W and 12 W of
+    // noise, and the Envoy's aggregate adds them (525.925 W). Only L1 is the house's.
+    let readings = fixture_file("7.6.175_with_cts_3phase", "ivp_meters_readings");
+    let mut v: serde_json::Value = serde_json::from_str(&readings).unwrap();
+    v[0]["channels"][1]["activePower"] = 25.0.into();
+    v[0]["channels"][2]["activePower"] = 12.0.into();
+    v[0]["activePower"] = 525.925.into();
+    v[0]["instantaneousDemand"] = 525.925.into();
+    let fixture = variant_with(
+        "7.6.175_with_cts_3phase",
+        "ivp_meters_readings",
+        Some(&v.to_string()),
+    );
+    let (code, out, err) = dry_run_of(&fixture.0);
+    assert_eq!(code, Some(0), "{err}");
+    let p = "envoy/122238082763/data/";
+    // Production L1 alone; the house: production + net on L1 (488.925 - 36.162).
+    for (field, value) in [
+        ("prod_eim_wNow", "488.925"),
+        ("conso_all_eim_wNow", "452.763"),
+    ] {
+        assert!(
+            out.contains(&format!("{p}{field} [retained] {value}\n")),
+            "{field} {value}:\n{out}"
+        );
+    }
+    assert!(!out.contains("525.925"), "the aggregate's noise: {out}");
+}
+
+#[test]
 fn derived_counters_never_decrease_under_ct_jitter() {
     // Every counter the CTs measure only goes up, but not in step (export +8 Wh each
     // answer, production +16 Wh every other one): self-consumption (production - export)
@@ -351,4 +382,32 @@ fn consumption_from_production_json_where_ivp_meters_is_not_usable() {
         1,
         "{err}"
     );
+}
+
+#[test]
+fn well_formed_answers_of_the_wrong_shape_are_a_clear_error_not_a_panic() {
+    // JSON that parses, but not as the Envoy's readings: an object, wrong types, numbers
+    // out of range, NaN (not JSON at all).
+    let cases = [
+        r#"{"eid": 704643328, "activePower": 488.9}"#,
+        r#"[{"eid": "704643328", "activePower": 488.9}]"#,
+        r#"[{"eid": 704643328, "activePower": "488.9", "channels": {}}]"#,
+        r#"[{"eid": 704643328, "activePower": 1e999}]"#,
+        r#"[{"eid": 704643328, "activePower": NaN}]"#,
+        r#"[{"eid": 704643328, "activePower": 488.9, "channels": [1, 2]}]"#,
+        r#""readings""#,
+    ];
+    for body in cases {
+        let fixture = variant_with("7.6.175_with_cts", "ivp_meters_readings", Some(body));
+        let (code, out, err) = dry_run_of(&fixture.0);
+        assert_eq!(code, Some(1), "{body}: {err}");
+        assert!(
+            err.contains("/ivp/meters/readings is not the JSON expected"),
+            "{body}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{body}: {err}");
+        // P/status says it; no value is published from it.
+        assert!(out.contains(r#""status":"error""#), "{body}: {out}");
+        assert!(!out.contains("/data/prod_eim_wNow"), "{body}: {out}");
+    }
 }

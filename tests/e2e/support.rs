@@ -533,6 +533,24 @@ pub fn variant_with(variant: &str, file: &str, body: Option<&str>) -> Tmp {
     dir
 }
 
+/// The text of a capture's `file`.
+pub fn fixture_file(variant: &str, file: &str) -> String {
+    std::fs::read_to_string(fixtures().join(variant).join(file)).unwrap()
+}
+
+/// The environment of a `--dry-run` service against `e`: the raw and data periods given,
+/// no discovery.
+pub fn dry_run_env(e: &Envoy, state: &Tmp, raw: &str, data: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("ENVOY_HOST", e.server.url()),
+        ("ENVOY_TOKEN", e.token.clone()),
+        ("STATE_DIR", state.0.to_str().unwrap().into()),
+        ("RAW_DATA_INTERVAL_SECONDS", raw.into()),
+        ("DATA_INTERVAL_SECONDS", data.into()),
+        ("HA_DISCOVERY", "false".into()),
+    ]
+}
+
 /// The bridge's environment for an Envoy and a broker.
 pub fn bridge_env(e: &Envoy, broker: &Mosquitto, state: &Tmp) -> Vec<(&'static str, String)> {
     vec![

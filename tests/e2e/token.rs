@@ -362,3 +362,43 @@ fn a_refused_pasted_token_says_how_to_get_a_new_one() {
     assert!(!err.contains(&token[40..]), "the token is never logged");
     assert_eq!(e.server.control.count("GET /auth/check_jwt"), 1);
 }
+
+#[test]
+fn an_envoy_session_that_ends_is_opened_again_without_a_failed_poll() {
+    // Real Envoys end a session after a while: every 5 requests here. The bridge opens a
+    // new one with the token it has: no failed poll, no error status, no new token.
+    let Rig { d, sub, c, .. } = &rig(
+        "7.6.175_with_cts",
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0.25"),
+            ("DATA_INTERVAL_SECONDS", "1"),
+            ("HA_DISCOVERY", "false"),
+        ],
+    );
+    c.lock().faults.session_requests = 5;
+    let checks = || c.count("GET /auth/check_jwt");
+    let before = checks();
+    assert!(
+        d.wait_until(Duration::from_secs(20), |_| checks() >= before + 4),
+        "sessions ended and opened again: {}",
+        d.stderr()
+    );
+    let statuses: Vec<String> = sub
+        .seen()
+        .iter()
+        .filter(|m| m.topic == "envoy/status")
+        .map(|m| m.payload.clone())
+        .collect();
+    assert!(statuses.len() >= 3, "{statuses:?} {}", d.stderr());
+    assert!(
+        statuses.iter().all(|s| s.contains("\"status\":\"ok\"")),
+        "no failed poll: {statuses:?}"
+    );
+    assert_eq!(c.count("POST /tokens"), 0, "no new token");
+    let log = d.stderr();
+    assert!(
+        !log.contains("WARN] envoy:") && !log.contains("next poll in"),
+        "{log}"
+    );
+    assert!(log.contains("opening a new session"), "{log}");
+}
