@@ -29,18 +29,4 @@ pub use run::{check, diagnose, once, service};
 pub use settings::{Config, Sources, cli, load};
 pub use state_file::read_only;
 
-/// What the fuzz targets drive: every parser of what others wrote (the Envoy's answers,
-/// tokens, settings files, retained ledgers, commands) and the pure code behind it.
-pub mod fuzz {
-    pub use crate::envoy::api::{info, meters, production, readings_scan};
-    pub use crate::envoy::auth::{jwt, token};
-    pub use crate::ledger::book as ledger;
-    pub use crate::mqtt::oversize;
-    pub use crate::readings::{data_fields, live, snapshot};
-    pub use crate::settings::{Format, Sources};
-    pub use crate::time::offpeak;
-    pub use crate::time::zone::{self, Zone};
-    pub use crate::topics::{Composer, LiveMessages, commands};
-    pub use bytes::BytesMut;
-    pub use rumqttc::Packet as MqttPacket;
-}
+pub mod fuzz;

@@ -1,14 +1,6 @@
 //! A `--config` file → validated settings (or an error naming the setting).
+//! The body is `envoy2mqtt::fuzz::config_file`, which `cargo test` also runs on the seeds.
 #![no_main]
-use envoy2mqtt::fuzz::Sources;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let mut sources = Sources::default();
-    if sources.file("fuzz.conf", text).is_ok() {
-        let _ = sources.validate();
-    }
-});
+fuzz_target!(|data: &[u8]| envoy2mqtt::fuzz::config_file(data));

@@ -383,13 +383,18 @@ fn an_envoy_session_that_ends_is_opened_again_without_a_failed_poll() {
         "sessions ended and opened again: {}",
         d.stderr()
     );
-    let statuses: Vec<String> = sub
-        .seen()
-        .iter()
-        .filter(|m| m.topic == "envoy/status")
-        .map(|m| m.payload.clone())
-        .collect();
-    assert!(statuses.len() >= 3, "{statuses:?} {}", d.stderr());
+    let statuses = |seen: &[Seen]| -> Vec<String> {
+        seen.iter()
+            .filter(|m| m.topic == "envoy/status")
+            .map(|m| m.payload.clone())
+            .collect()
+    };
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |s| statuses(s).len() >= 3),
+        "{}",
+        d.stderr()
+    );
+    let statuses = statuses(&sub.seen());
     assert!(
         statuses.iter().all(|s| s.contains("\"status\":\"ok\"")),
         "no failed poll: {statuses:?}"
