@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURES ?= tests/fixtures/envoy
 VARIANT ?= 7.6.175_with_cts
 
-.PHONY: help build release test deps lint demo bench soak fuzz pyenphase clean cross cross-check size ipk deb dist install
+.PHONY: help build release test deps lint demo bench soak fuzz mutants pyenphase clean cross cross-check size ipk deb dist install
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ soak: ## an hour of service (memory at 10 against 60 minutes), then Envoy outage
 
 pyenphase: ## compare every value with pyenphase's reading of the same captures (PyPI pyenphase, loopback)
 	scripts/pyenphase
+
+mutants: ## mutation testing of the pure core (cargo-mutants, unit tests; slow, not in CI)
+	scripts/mutants
 
 fuzz: ## every fuzz target for 10 million executions (FUZZ_RUNS to change); nightly
 	scripts/fuzz

@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn energy_in_and_out_by_trapezoids() {
         #[rustfmt::skip]
-        let cases: [Case; 7] = [
+        let cases: [Case; 9] = [
             ("steady discharge, 1 kW for an hour", &[(0, 1000.0), (15 * MIN, 1000.0), (30 * MIN, 1000.0), (45 * MIN, 1000.0), (60 * MIN, 1000.0)], 0.0, 1000.0),
             ("steady charge, minute by minute", &[(0, -600.0), (MIN, -600.0), (2 * MIN, -600.0)], 20.0, 0.0),
             ("a ramp", &[(0, 0.0), (12 * MIN, 2000.0)], 0.0, 200.0),
@@ -96,6 +96,8 @@ mod tests {
             ("a gap of 20 minutes adds nothing", &[(0, 1000.0), (20 * MIN, 1000.0), (21 * MIN, 1000.0)], 0.0, 1000.0 / 60.0),
             ("a reading back in time is ignored", &[(0, 1000.0), (MIN, 1000.0), (MIN / 2, 9000.0), (2 * MIN, 1000.0)], 0.0, 2000.0 / 60.0),
             ("no battery power is a number", &[(0, 1000.0), (MIN, f64::NAN), (2 * MIN, 1e9), (3 * MIN, 1000.0)], 0.0, 50.0),
+            ("idle: zero, and zero again", &[(0, 0.0), (MIN, 0.0), (2 * MIN, 0.0)], 0.0, 0.0),
+            ("50 kW is still a power", &[(0, 50_000.0), (MIN, 50_000.0)], 0.0, 50_000.0 / 60.0),
         ];
         for (what, readings, charged, discharged) in cases {
             let mut i = Integrated::start(readings[0].0, readings[0].1);

@@ -124,4 +124,41 @@ mod tests {
                 .contains("ahead of the Envoy's")
         );
     }
+
+    #[test]
+    fn the_limits_are_where_they_say() {
+        let m = 60_000;
+        let at = |ms| Ledger {
+            at_ms: ms,
+            ..ledger()
+        };
+        // A clock up to 5 minutes ahead is ours; more is the future.
+        assert_eq!(problem(&at(NOW + 4 * m), NOW), None);
+        assert_eq!(problem(&at(NOW + 5 * m), NOW), None);
+        assert!(problem(&at(NOW + 5 * m + 1000), NOW).is_some());
+        // 50 kW for 25 hours a day, 31 days a month, 366 a year: the most each may hold.
+        let mut full = ledger();
+        full.today.energy[Flow::Consumption] = 1_000_000.0;
+        full.month[Flow::Consumption] = 30_000_000.0;
+        full.year[Flow::Consumption] = 400_000_000.0;
+        assert_eq!(problem(&full, NOW), None);
+        // Against the counters: the year and today together, up to 5 kWh of slack.
+        let mut c = Counters::default();
+        c[Flow::Production] = Some(3_010_000.0);
+        let mut l = ledger();
+        l.counters[Flow::Production] = Some(3_010_000.0);
+        l.year[Flow::Production] = 3_000_000.0;
+        l.today.energy[Flow::Production] = 15_000.0;
+        assert_eq!(against(&l, &c), None, "exactly at the slack");
+        l.today.energy[Flow::Production] = 15_001.0;
+        assert!(against(&l, &c).is_some(), "year + today above the counter");
+        // Counters ahead by the slack exactly are ours; a counter the Envoy reads as 0 (a
+        // reset it reports) is not "ahead".
+        let mut l = ledger();
+        l.year[Flow::Production] = 0.0;
+        l.counters[Flow::Production] = Some(3_015_000.0);
+        assert_eq!(against(&l, &c), None);
+        c[Flow::Production] = Some(0.0);
+        assert_eq!(against(&l, &c), None, "a counter at 0");
+    }
 }
