@@ -462,7 +462,12 @@ fn the_days_peak_import_comes_from_the_raw_ticks_between_data_polls() {
     };
     let raw_spike = "envoy/122238082763/raw/conso_net_eim_wNow 4321";
     let data_spike = "envoy/122238082763/data/conso_net_eim_wNow [retained] 4321";
-    assert!(d.wait_until(Duration::from_secs(10), |d| !peaks(d).is_empty()));
+    // The first peak comes with the second data poll (10 s): the first one starts the ledger.
+    assert!(
+        d.wait_until(Duration::from_secs(30), |d| !peaks(d).is_empty()),
+        "{}",
+        d.stderr()
+    );
     assert_eq!(peaks(&d), [0.0], "exporting at first: no import");
     // The spike, for one raw tick or two; again if a data poll happened to read it.
     for _ in 0..3 {
