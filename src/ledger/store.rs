@@ -9,7 +9,7 @@
 //! moment). `--dry-run` never writes it.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use super::book::{self, Counters, Ledger, Note};
 use super::integrated::Integrated;
@@ -49,10 +49,7 @@ pub struct Store {
     unchecked: Option<Option<Ledger>>,
 }
 
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::time::guard::unix_ms as millis;
 
 /// The lifetime counters among a poll's fields.
 fn counters(fields: &[Field]) -> Counters {

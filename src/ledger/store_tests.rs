@@ -1,6 +1,7 @@
 //! The store's unit tests: waiting for the broker, restoring, the batteries' integrated counters.
 use super::*;
 use crate::settings::{Format, Sources};
+use std::time::UNIX_EPOCH;
 
 /// A store over an empty folder, read-only (nothing is written), at `TZ=UTC0`.
 fn store(name: &str) -> (Store, Composer) {

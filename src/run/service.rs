@@ -23,7 +23,7 @@ use crate::mqtt::{Message, Output};
 use crate::readings::{self, Field, Snapshot};
 use crate::settings::Config;
 use crate::signal::{SIGNAL_CHECK, Signals};
-use crate::time::guard::Guard;
+use crate::time::guard::{Guard, unix_ms};
 use crate::topics::{Command, Composer, LiveMessages, commands};
 
 /// After this many failed polls in a row, `P/S/envoy` says `offline` and the Envoy's
@@ -198,9 +198,7 @@ impl Service<'_> {
 
     /// [`Service::now`], with the Envoy's clock as an answer just told it (Unix s).
     fn now_told(&mut self, envoy_time: Option<i64>) -> SystemTime {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let wall = unix_ms(SystemTime::now());
         let mono = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let envoy = envoy_time.map(|s| s.saturating_mul(1000));
         let known = self.store.last_poll_ms();

@@ -46,10 +46,13 @@ pub fn plausible(ms: i64) -> bool {
 /// Whether the clock that read `t` is set (not 1970 before NTP): only then are times
 /// published.
 pub fn is_set(t: std::time::SystemTime) -> bool {
-    let ms = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    plausible(ms)
+    plausible(unix_ms(t))
+}
+
+/// `t` as Unix milliseconds (0 before 1970).
+pub fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Guard {
