@@ -85,7 +85,7 @@ impl Envoy {
         let pinned = cfg.cert_sha256.or(remembered);
         let verifier = Arc::new(Verifier::new(cfg.tls_verify, pinned, tls::provider()));
         let mut envoy = Envoy {
-            agent: agent(verifier.clone()),
+            agent: agent(verifier.clone(), cfg.scope),
             url: cfg.url.clone(),
             verifier,
             cfg: cfg.clone(),

@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddrV6};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -188,9 +188,11 @@ impl Transport for TlsTransport {
 }
 
 /// Looks the Envoy up every five minutes at most, through ureq's resolver (on a thread, within
-/// the time budget); an IP address is never looked up.
+/// the time budget); an IP address is never looked up, and an IPv6 address gets the zone
+/// `ENVOY_HOST` gave it (`[fe80::1%eth0]`), as an interface index.
 #[derive(Debug, Default)]
 pub struct EnvoyResolver {
+    scope: Option<u32>,
     lookup: DefaultResolver,
     cached: Mutex<Option<(String, ResolvedSocketAddrs, Instant)>>,
 }
@@ -210,7 +212,10 @@ impl Resolver for EnvoyResolver {
         let literal = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = literal.parse::<IpAddr>() {
             let mut addrs = self.empty();
-            addrs.push((ip, port).into());
+            addrs.push(match (ip, self.scope) {
+                (IpAddr::V6(v6), Some(scope)) => SocketAddrV6::new(v6, port, 0, scope).into(),
+                _ => (ip, port).into(),
+            });
             return Ok(addrs);
         }
         let key = format!("{host}:{port}");
@@ -263,7 +268,7 @@ pub fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
 
 /// The HTTP agent for the Envoy: one kept-alive connection, no redirects, short time
 /// budgets, and TLS through [`EnvoyTls`] (the certificate checked by fingerprint).
-pub fn agent(verifier: Arc<Verifier>) -> ureq::Agent {
+pub fn agent(verifier: Arc<Verifier>, scope: Option<u32>) -> ureq::Agent {
     use ureq::unversioned::transport::{Connector, TcpConnector};
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -276,7 +281,11 @@ pub fn agent(verifier: Arc<Verifier>) -> ureq::Agent {
         .user_agent(concat!("envoy2mqtt/", env!("CARGO_PKG_VERSION")))
         .build();
     let connector = ().chain(TcpConnector::default()).chain(EnvoyTls::new(verifier));
-    ureq::Agent::with_parts(config, connector, EnvoyResolver::default())
+    let resolver = EnvoyResolver {
+        scope,
+        ..EnvoyResolver::default()
+    };
+    ureq::Agent::with_parts(config, connector, resolver)
 }
 
 #[cfg(test)]
@@ -315,5 +324,25 @@ mod tests {
             assert_eq!(addrs[0].to_string(), want);
         }
         assert!(r.cached.lock().unwrap().is_none(), "nothing looked up");
+    }
+
+    #[test]
+    fn an_ipv6_address_gets_its_zone() {
+        let r = EnvoyResolver {
+            scope: Some(3),
+            ..EnvoyResolver::default()
+        };
+        let config = Config::default();
+        for (url, want) in [
+            ("https://[fe80::1]/info", "[fe80::1%3]:443"),
+            ("https://[fe80::1]:8443/info", "[fe80::1%3]:8443"),
+            // An IPv4 address has no zone.
+            ("https://192.168.1.20/info", "192.168.1.20:443"),
+        ] {
+            let uri: Uri = url.parse().unwrap();
+            let addrs = r.resolve(&uri, &config, NextTimeout::default()).unwrap();
+            assert_eq!(addrs.len(), 1);
+            assert_eq!(addrs[0].to_string(), want);
+        }
     }
 }

@@ -47,6 +47,8 @@ pub enum Format {
 pub struct EnvoyConfig {
     /// `https://host[:port]` (or `http://` for old firmware), no trailing slash.
     pub url: String,
+    /// The interface index of an IPv6 address's zone (`[fe80::1%eth0]`), which URLs cannot carry.
+    pub scope: Option<u32>,
     pub serial: Option<String>,
     pub token: Option<Secret>,
     pub username: Option<String>,

@@ -101,11 +101,22 @@ pub fn is_host_name(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// Where `ENVOY_HOST` points: the URL requests are made to, and for an IPv6 address with a
+/// zone (`[fe80::1%eth0]`), the zone's interface index, which the URL cannot carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvoyHost {
+    pub url: String,
+    pub scope: Option<u32>,
+}
+
 /// `ENVOY_HOST`: a host, an address or an `http(s)://host[:port]` URL, taken apart at start
 /// so that a mistake is a configuration error rather than a failed request an hour later.
-pub fn envoy_url(value: &str) -> Result<String> {
+/// A link-local IPv6 address needs its zone, as with `ping`: `[fe80::1%eth0]` (in a URL,
+/// RFC 6874's `%25eth0` is also taken); the interface must exist when the bridge starts.
+pub fn envoy_url(value: &str) -> Result<EnvoyHost> {
     let bad = |problem: String, fix: &str| Err(Error::config("ENVOY_HOST", problem, fix));
     let trimmed = value.trim_end_matches('/');
+    let scheme_given = trimmed.contains("://");
     let (scheme, rest) = match trimmed.split_once("://") {
         Some((s @ ("http" | "https"), rest)) => (s, rest),
         Some((other, _)) => {
@@ -136,16 +147,41 @@ pub fn envoy_url(value: &str) -> Result<String> {
         );
     }
     // The port part, `:8443` or empty, after the host or the bracketed IPv6 address.
+    let mut scope = None;
+    let mut host = rest.to_string();
     let port = match rest.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
-            Some((addr, tail)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => tail,
-            Some((addr, _)) if addr.contains('%') => {
-                return bad(
-                    format!("'{value}' is a link-local IPv6 address with a zone"),
-                    "a zone (%eth0) cannot be used here: give the Envoy's IPv4 address, or an IPv6 address that is not link-local (fd00::/8 or global)",
-                );
+            Some((addr, tail)) => {
+                let (ip, zone) = match addr.split_once('%') {
+                    // RFC 6874 writes the `%` of a zone as `%25` in a URL.
+                    Some((ip, zone)) if scheme_given => {
+                        (ip, zone.strip_prefix("25").unwrap_or(zone))
+                    }
+                    Some((ip, zone)) => (ip, zone),
+                    None => (addr, ""),
+                };
+                let Ok(ip) = ip.parse::<std::net::Ipv6Addr>() else {
+                    return bad(
+                        format!("'{value}' is not an IPv6 address in brackets"),
+                        "write an IPv6 address as [fd00::20]",
+                    );
+                };
+                let link_local = ip.segments()[0] & 0xffc0 == 0xfe80;
+                if zone.is_empty() && link_local {
+                    return bad(
+                        format!("'{value}' is a link-local IPv6 address without its zone"),
+                        &format!(
+                            "name the network interface that reaches the Envoy, as with ping: ENVOY_HOST=[{ip}%eth0] (`ip -6 addr` lists them)"
+                        ),
+                    );
+                }
+                if !zone.is_empty() {
+                    scope = Some(interface_index(value, zone)?);
+                }
+                host = format!("[{ip}]{tail}");
+                tail
             }
-            _ => {
+            None => {
                 return bad(
                     format!("'{value}' is not an IPv6 address in brackets"),
                     "write an IPv6 address as [fd00::20]",
@@ -176,7 +212,35 @@ pub fn envoy_url(value: &str) -> Result<String> {
             "give the Envoy's host name or IP address, such as 192.168.1.20",
         );
     }
-    Ok(format!("{scheme}://{rest}"))
+    Ok(EnvoyHost {
+        url: format!("{scheme}://{host}"),
+        scope,
+    })
+}
+
+/// The index of the network interface a zone names (`eth0`, or already a number), read from
+/// `/sys/class/net`, as `ip` does: the zone is looked up once, at start.
+fn interface_index(value: &str, zone: &str) -> Result<u32> {
+    if let Ok(n) = zone.parse::<u32>() {
+        return Ok(n);
+    }
+    // An interface name as Linux allows it: 1 to 15 bytes, no `/`, not `.` or `..`.
+    let named = !matches!(zone, "" | "." | "..")
+        && zone.len() < 16
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '/' && c != '%');
+    let index = named
+        .then(|| std::fs::read_to_string(format!("/sys/class/net/{zone}/ifindex")).ok())
+        .flatten()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    index.ok_or_else(|| {
+        Error::config(
+            "ENVOY_HOST",
+            format!("'{}' names the network interface '{}', which this machine does not have", shown(value), shown(zone)),
+            "name the interface that reaches the Envoy (`ip -6 addr` lists them), or give the Envoy's IPv4 address",
+        )
+    })
 }
 
 pub fn https_url(name: &str, value: &str) -> Result<String> {

@@ -143,9 +143,24 @@ const REFUSED: &[(&[(&str, &str)], &str, &str)] = &[
     (&[("ENVOY_HOST", "::1")], "ENVOY_HOST", "[::1]"),
     (&[("ENVOY_HOST", "[::1")], "ENVOY_HOST", "in brackets"),
     (
-        &[("ENVOY_HOST", "[fe80::1%eth0]")],
+        &[("ENVOY_HOST", "[fe80::1%nosuch0]")],
         "ENVOY_HOST",
-        "a zone (%eth0) cannot be used here",
+        "the network interface 'nosuch0', which this machine does not have",
+    ),
+    (
+        &[("ENVOY_HOST", "[fe80::1%..]")],
+        "ENVOY_HOST",
+        "which this machine does not have",
+    ),
+    (
+        &[("ENVOY_HOST", "[fe80::1]")],
+        "ENVOY_HOST",
+        "ENVOY_HOST=[fe80::1%eth0]",
+    ),
+    (
+        &[("ENVOY_HOST", "[fe80::zz%lo]")],
+        "ENVOY_HOST",
+        "in brackets",
     ),
     (
         &[("ENVOY_HOST", "https://user:pass@10.0.0.2")],
@@ -363,7 +378,25 @@ fn hosts_that_work() {
         ("[fd00::20]", "https://[fd00::20]"),
         ("https://[::1]:4443", "https://[::1]:4443"),
     ] {
-        assert_eq!(config(&[("ENVOY_HOST", value)]).unwrap().envoy.url, want);
+        let c = config(&[("ENVOY_HOST", value)]).unwrap();
+        assert_eq!((c.envoy.url.as_str(), c.envoy.scope), (want, None));
+    }
+    // A zone is the interface's index (`lo` is 1 on Linux), or a number as given; a URL may
+    // write its `%` as `%25` (RFC 6874). The URL itself carries no zone.
+    for (value, want, scope) in [
+        ("[fe80::1%lo]", "https://[fe80::1]", 1),
+        ("[fe80::1%lo]:8443", "https://[fe80::1]:8443", 1),
+        ("https://[fe80::1%25lo]", "https://[fe80::1]", 1),
+        ("http://[fe80::a:b%lo]/", "http://[fe80::a:b]", 1),
+        ("[fe80::1%7]", "https://[fe80::1]", 7),
+        ("[fd00::20%lo]", "https://[fd00::20]", 1),
+    ] {
+        let c = config(&[("ENVOY_HOST", value)]).unwrap();
+        assert_eq!(
+            (c.envoy.url.as_str(), c.envoy.scope),
+            (want, Some(scope)),
+            "{value}"
+        );
     }
     for (value, want) in [
         ("::1", "::1"),

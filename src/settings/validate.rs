@@ -202,8 +202,10 @@ fn envoy(v: &Values) -> Result<EnvoyConfig> {
             "paste the whole token from https://entrez.enphaseenergy.com (it starts with eyJ), or set ENPHASE_USERNAME and ENPHASE_PASSWORD instead",
         ));
     }
+    let at = envoy_url(&v.text("ENVOY_HOST"))?;
     Ok(EnvoyConfig {
-        url: envoy_url(&v.text("ENVOY_HOST"))?,
+        url: at.url,
+        scope: at.scope,
         serial,
         token: v.secret("ENVOY_TOKEN"),
         username,

@@ -105,6 +105,9 @@ fn configuration_errors_exit_2_naming_the_setting() {
         (&[("MQTT_CA_CERT", "/etc/passwd")], &["--once"], "MQTT_CA_CERT"),
         (&[("MQTT_TOPIC_PREFIX", "mon envoy")], &["--dry-run"], "MQTT_TOPIC_PREFIX"),
         (&[("OFFPEAK_HOURS", "22:00-06:00,01:00-07:00")], &["--dry-run"], "OFFPEAK_HOURS"),
+        // A link-local IPv6 address takes a zone, which must name an interface of this machine.
+        (&[("ENVOY_HOST", "[fe80::1%nosuch0]")], &["--once", "--dry-run"], "ENVOY_HOST"),
+        (&[("ENVOY_HOST", "[fe80::1]")], &["--once", "--dry-run"], "ENVOY_HOST"),
     ];
     let long_id = "c".repeat(65_536);
     let long_id = [("MQTT_CLIENT_ID", long_id.as_str())];

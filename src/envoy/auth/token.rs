@@ -254,6 +254,7 @@ mod tests {
     fn keeper(dir: &Path, username: Option<&str>) -> Keeper {
         let cfg = EnvoyConfig {
             url: "https://127.0.0.1".into(),
+            scope: None,
             serial: None,
             token: None,
             username: username.map(str::to_string),
