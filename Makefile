@@ -37,8 +37,12 @@ lint: ## rustfmt and clippy (warnings are errors), shellcheck of the shell scrip
 	$(CARGO) clippy --all-targets -- -D warnings
 	scripts/shellcheck
 
+# The end-to-end tests mostly wait (on a simulated Envoy's delays, a broker's keep-alive, 1 Hz
+# ticks): 8 at once keep 2 cores under a third busy, so 8 threads whatever the core count.
+TEST_THREADS ?= 8
+
 test: deps lint ## everything CI checks: lint, unit and end-to-end tests (fault figures shown)
-	$(CARGO) test --lib --bins --tests -- --show-output
+	$(CARGO) test --lib --bins --tests -- --show-output --test-threads=$(TEST_THREADS)
 
 demo: ## a simulated Envoy on loopback, and envoy2mqtt --once --dry-run against it (VARIANT=list shows the captures)
 	@if [ "$(VARIANT)" = list ]; then \

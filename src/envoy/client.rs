@@ -85,7 +85,7 @@ impl Envoy {
         let pinned = cfg.cert_sha256.or(remembered);
         let verifier = Arc::new(Verifier::new(cfg.tls_verify, pinned, tls::provider()));
         let mut envoy = Envoy {
-            agent: agent(verifier.clone(), cfg.scope),
+            agent: agent(verifier.clone(), cfg.scope, cfg.timeout),
             url: cfg.url.clone(),
             verifier,
             cfg: cfg.clone(),
@@ -166,7 +166,7 @@ impl Envoy {
     }
 
     /// One request with the given `Authorization` / `Cookie` header, no retry, within
-    /// [`REQUEST_BUDGET`](super::transport::REQUEST_BUDGET) from name lookup to the last byte.
+    /// `ENVOY_TIMEOUT_SECONDS` from name lookup to the last byte.
     pub fn request(&mut self, path: &str, auth: Option<(&str, String)>) -> Result<Reply> {
         if let Some(tend) = self.tend.as_mut() {
             tend();

@@ -32,11 +32,6 @@ use ureq::unversioned::transport::{
 use crate::error::Error;
 use crate::tls::{self, Verifier};
 
-/// One request, from the name lookup to the last byte of the answer. With the cloud's two
-/// requests of [`super::auth::cloud`]'s budget in between, the loop never goes more than
-/// 30 s between two tends of the broker session (see `mqtt::session::KEEP_ALIVE`).
-pub const REQUEST_BUDGET: Duration = Duration::from_secs(10);
-
 /// Wraps the TCP transport in TLS for `https://` URLs.
 pub struct EnvoyTls {
     config: Arc<ClientConfig>,
@@ -268,7 +263,11 @@ pub fn transport_error(url: &str, path: &str, e: ureq::Error) -> Error {
 
 /// The HTTP agent for the Envoy: one kept-alive connection, no redirects, short time
 /// budgets, and TLS through [`EnvoyTls`] (the certificate checked by fingerprint).
-pub fn agent(verifier: Arc<Verifier>, scope: Option<u32>) -> ureq::Agent {
+/// `timeout` bounds one request, from the name lookup to the last byte of the answer
+/// (`ENVOY_TIMEOUT_SECONDS`, at most 10 s): with the cloud's requests of
+/// [`super::auth::cloud`]'s budget in between, the loop never goes more than 15 s between
+/// two tends of the broker session, half its keep-alive (see `mqtt::session::KEEP_ALIVE`).
+pub fn agent(verifier: Arc<Verifier>, scope: Option<u32>, timeout: Duration) -> ureq::Agent {
     use ureq::unversioned::transport::{Connector, TcpConnector};
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -276,8 +275,8 @@ pub fn agent(verifier: Arc<Verifier>, scope: Option<u32>) -> ureq::Agent {
         .max_idle_connections(1)
         .max_idle_connections_per_host(1)
         .max_idle_age(Duration::from_secs(120))
-        .timeout_global(Some(REQUEST_BUDGET))
-        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
         .user_agent(concat!("envoy2mqtt/", env!("CARGO_PKG_VERSION")))
         .build();
     let connector = ().chain(TcpConnector::default()).chain(EnvoyTls::new(verifier));

@@ -49,6 +49,8 @@ pub struct EnvoyConfig {
     pub url: String,
     /// The interface index of an IPv6 address's zone (`[fe80::1%eth0]`), which URLs cannot carry.
     pub scope: Option<u32>,
+    /// How long one request may take, from the name lookup to the last byte.
+    pub timeout: Duration,
     pub serial: Option<String>,
     pub token: Option<Secret>,
     pub username: Option<String>,

@@ -84,6 +84,12 @@ pub const SETTINGS: &[Setting] = &[
         "SHA-256 fingerprint of the Envoy certificate, for pin",
         |c| c.envoy.cert_sha256.map_or("(none)".into(), |f| hex(&f)),
     ),
+    s(
+        "ENVOY_TIMEOUT_SECONDS",
+        "10",
+        "how long one Envoy request may take (2 to 10)",
+        |c| secs(c.envoy.timeout),
+    ),
     s("MQTT_HOST", "localhost", "broker host", |c| {
         c.mqtt.host.clone()
     }),

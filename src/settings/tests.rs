@@ -35,6 +35,7 @@ fn defaults() {
     );
     assert_eq!(c.raw_interval, Some(Duration::from_secs(1)));
     assert_eq!(c.data_interval, Duration::from_secs(60));
+    assert_eq!(c.envoy.timeout, Duration::from_secs(10));
     assert!(c.ha_discovery);
     assert_eq!(c.ha_prefix, "homeassistant");
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/envoy2mqtt"));
@@ -65,6 +66,7 @@ fn each_setting_is_read() {
         ("MQTT_TLS_INSECURE", "on"),
         ("RAW_DATA_INTERVAL_SECONDS", "0"),
         ("DATA_INTERVAL_SECONDS", "5m"),
+        ("ENVOY_TIMEOUT_SECONDS", "2.5"),
         ("HA_DISCOVERY", "0"),
         ("HA_DISCOVERY_PREFIX", "ha"),
         ("OFFPEAK_HOURS", "22:00-06:00"),
@@ -74,6 +76,7 @@ fn each_setting_is_read() {
     ])
     .unwrap();
     assert_eq!(c.envoy.url, "http://192.168.1.20");
+    assert_eq!(c.envoy.timeout, Duration::from_millis(2_500));
     assert_eq!(c.envoy.serial.as_deref(), Some("122238082763"));
     assert_eq!(c.envoy.token.as_ref().map(Secret::expose), Some("ey.x.y"));
     assert_eq!(c.envoy.username.as_deref(), Some("me@example.com"));
@@ -151,6 +154,16 @@ const REFUSED: &[(&[(&str, &str)], &str, &str)] = &[
         &[("ENVOY_HOST", "[fe80::1%..]")],
         "ENVOY_HOST",
         "which this machine does not have",
+    ),
+    (
+        &[("ENVOY_TIMEOUT_SECONDS", "1")],
+        "ENVOY_TIMEOUT_SECONDS",
+        "out of range",
+    ),
+    (
+        &[("ENVOY_TIMEOUT_SECONDS", "30")],
+        "ENVOY_TIMEOUT_SECONDS",
+        "'30' is out of range (2 to 10 s)",
     ),
     (
         &[("ENVOY_HOST", "[fe80::1]")],

@@ -206,6 +206,7 @@ fn envoy(v: &Values) -> Result<EnvoyConfig> {
     Ok(EnvoyConfig {
         url: at.url,
         scope: at.scope,
+        timeout: envoy_timeout(v)?,
         serial,
         token: v.secret("ENVOY_TOKEN"),
         username,
@@ -263,6 +264,23 @@ fn mqtt(v: &Values) -> Result<MqttConfig> {
         client_key,
         tls_insecure: v.boolean("MQTT_TLS_INSECURE")?,
     })
+}
+
+/// `ENVOY_TIMEOUT_SECONDS`: at most 10 s, so that one request never outlasts half the
+/// broker's 30 s keep-alive (the session is tended between requests); at least 2 s, which a
+/// busy Envoy needs.
+fn envoy_timeout(v: &Values) -> Result<Duration> {
+    let name = "ENVOY_TIMEOUT_SECONDS";
+    let value = v.text(name);
+    let t = interval(name, &value, Duration::from_secs(2), None)?.expect("zero refused");
+    if t > Duration::from_secs(10) {
+        return Err(Error::config(
+            name,
+            format!("'{}' is out of range (2 to 10 s)", shown(&value)),
+            "give 2 to 10 seconds: a longer request would outlast the broker's keep-alive",
+        ));
+    }
+    Ok(t)
 }
 
 /// The two periods: raw (`None` when off) and data, the data poll never the faster one.

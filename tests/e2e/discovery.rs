@@ -287,6 +287,7 @@ fn a_hung_envoy_makes_its_entities_unavailable_and_back() {
         &[
             ("RAW_DATA_INTERVAL_SECONDS", "1"),
             ("DATA_INTERVAL_SECONDS", "5"),
+            ("ENVOY_TIMEOUT_SECONDS", "2"),
         ],
     );
     let topic = "envoy/122238082763/envoy";
@@ -302,10 +303,11 @@ fn a_hung_envoy_makes_its_entities_unavailable_and_back() {
         .1;
     assert!(config.contains(r#""availability_mode":"all""#), "{config}");
     assert!(config.contains(topic), "{config}");
-    // The Envoy hangs: every answer comes after the 10 s budget. Three failed polls (the
-    // README's number) make it offline: 10 s each, back-off 1 + 2 s between them.
+    // The Envoy hangs: every answer comes after the 2 s budget (ENVOY_TIMEOUT_SECONDS=2;
+    // 10 s by default). Three failed polls (the README's number) make it offline: 2 s each,
+    // back-off 1 + 2 s between them.
     let polls = || c.count("GET /ivp/meters/readings");
-    c.lock().faults.delay = Duration::from_secs(11);
+    c.lock().faults.delay = Duration::from_secs(3);
     let hung = polls();
     assert!(
         sub.wait_until(Duration::from_secs(60), |s| says(s, "offline")),

@@ -127,12 +127,17 @@ fn envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll() {
     let e = envoy("7.6.175_with_cts");
     let c = e.server.control.clone();
     let state = Tmp::new("state");
-    let env = dry_run_env(&e, &state, "1", "1h");
+    // Requests time out after 2 s rather than 10 (ENVOY_TIMEOUT_SECONDS), so that a hung
+    // Envoy costs the test seconds, not minutes.
+    let env = with(
+        dry_run_env(&e, &state, "1", "1h"),
+        &[("ENVOY_TIMEOUT_SECONDS", "2")],
+    );
     let d = Daemon::start(&pairs(&env), &["--dry-run"]);
     assert!(d.wait_until(Duration::from_secs(10), |d| raw_lines(d) >= 2));
     let readings = || c.count("GET /ivp/meters/readings");
     // (what, fault on, fault off, requests): 503s, dropped connections, and answers slower
-    // than the 10 s timeout (the Envoy's nightly outage, shortened); each outage lasts until
+    // than the 2 s timeout (the Envoy's nightly outage, shortened); each outage lasts until
     // the Envoy has been asked that many times, and the back-off must have spread them.
     type Fault = fn(&mut sim::Faults);
     let phases: [(&str, Fault, Fault, usize); 3] = [
@@ -150,7 +155,7 @@ fn envoy_outages_are_backed_off_and_recovered_from_at_the_next_poll() {
         ),
         (
             "timeouts",
-            |f| f.delay = Duration::from_secs(11),
+            |f| f.delay = Duration::from_secs(3),
             |f| f.delay = Duration::ZERO,
             2,
         ),

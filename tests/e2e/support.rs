@@ -282,21 +282,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn wait_for_port(port: u16) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "mosquitto did not start on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20)); // polling the port, bounded above
-    }
-}
-
 /// The name of the user running the tests.
 pub fn user() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     text(&out.stdout).trim().to_string()
+}
+
+/// Waits (bounded) until a broker logs that it is running, which it does once its port is
+/// bound; false if it exited first (its port was taken).
+fn running(child: &mut Child, log: &Path, port: u16) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if std::fs::read_to_string(log).is_ok_and(|l| l.contains(" running")) {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20)); // polling the log, bounded above
+    }
+    panic!("mosquitto did not start on {port}");
 }
 
 /// A mosquitto broker.
@@ -325,24 +330,33 @@ impl Mosquitto {
         Self::start_in(dir, "allow_anonymous false\npassword_file {dir}/passwd")
     }
 
+    /// On a free port: the port is released before mosquitto binds it, so another test may
+    /// take it in between; mosquitto then exits ("Address already in use") and is started
+    /// again on another port (5 tries).
     pub fn start_in(dir: Tmp, extra: &str) -> Mosquitto {
-        let port = free_port();
         let conf = dir.path("mosquitto.conf");
+        let log = dir.path("mosquitto.log");
         let extra = extra.replace("{dir}", dir.0.to_str().unwrap());
-        std::fs::write(
-            &conf,
-            // As root, mosquitto would switch to its own user, which cannot read the test's files.
-            format!("user {}\nper_listener_settings false\npersistence false\nlog_dest none\nlistener {port} 127.0.0.1\n{extra}\n", user()),
-        )
-        .unwrap();
-        let child = Self::spawn(&conf);
-        wait_for_port(port);
-        Mosquitto {
-            child,
-            port,
-            conf,
-            _dir: dir,
+        for _ in 0..5 {
+            let port = free_port();
+            std::fs::write(
+                &conf,
+                // As root, mosquitto would switch to its own user, which cannot read the test's files.
+                format!("user {}\nper_listener_settings false\npersistence false\nlog_dest file {}\nlistener {port} 127.0.0.1\n{extra}\n", user(), log.display()),
+            )
+            .unwrap();
+            let _ = std::fs::remove_file(&log);
+            let mut child = Self::spawn(&conf);
+            if running(&mut child, &log, port) {
+                return Mosquitto {
+                    child,
+                    port,
+                    conf,
+                    _dir: dir,
+                };
+            }
         }
+        panic!("mosquitto found no free port in 5 tries");
     }
 
     pub fn spawn(conf: &Path) -> Child {
@@ -375,15 +389,20 @@ impl Mosquitto {
 
     /// Starts again on the same port, after [`Mosquitto::stop_saving`] or a stop.
     pub fn start_again(&mut self) {
+        let log = self._dir.path("mosquitto.log");
+        let _ = std::fs::remove_file(&log);
         self.child = Self::spawn(&self.conf);
-        wait_for_port(self.port);
+        assert!(
+            running(&mut self.child, &log, self.port),
+            "mosquitto could not bind {} again",
+            self.port
+        );
     }
 
     /// Stops and starts again on the same port: retained messages are gone (no persistence).
     pub fn restart(&mut self) {
         self.stop();
-        self.child = Self::spawn(&self.conf);
-        wait_for_port(self.port);
+        self.start_again();
     }
 
     pub fn port(&self) -> String {

@@ -255,6 +255,7 @@ mod tests {
         let cfg = EnvoyConfig {
             url: "https://127.0.0.1".into(),
             scope: None,
+            timeout: std::time::Duration::from_secs(10),
             serial: None,
             token: None,
             username: username.map(str::to_string),
