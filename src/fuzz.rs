@@ -7,14 +7,14 @@
 use std::time::UNIX_EPOCH;
 
 use crate::envoy::api::{info, meters, production, readings_scan};
-use crate::envoy::auth::{jwt, token};
+use crate::envoy::auth::{cloud, jwt, token};
 use crate::ledger::book;
 use crate::mqtt::oversize::{self, Head};
 use crate::readings::{data_fields, live, snapshot};
 use crate::settings::{Format, Sources};
 use crate::time::offpeak;
 use crate::time::zone::{self, Zone};
-use crate::topics::{Composer, LiveMessages, commands};
+use crate::topics::{Composer, LiveMessages, commands, payload};
 
 /// An incoming MQTT message (any topic, a 0 byte, any payload) → a command.
 pub fn command(data: &[u8]) {
@@ -136,13 +136,65 @@ pub fn tariff(data: &[u8]) {
     }
 }
 
+/// The Enlighten cloud's answers: the login's JSON → its `session_id`; the token request's
+/// body → a token's claims.
+pub fn cloud_answer(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = cloud::session_id(&text);
+    if let Ok(claims) = jwt::decode(text.trim()) {
+        let _ = token::date(claims.exp);
+    }
+}
+
+/// A retained `{sensor}_whLifetime_00h` or `_yesterday` (anyone may publish one) → a
+/// number, dated or not → a ledger at noon that imports it as today's references.
+pub fn references(data: &[u8]) {
+    let Some((value, _date)) = payload::dated_number(&String::from_utf8_lossy(data)) else {
+        return;
+    };
+    let Ok(zone) = Zone::parse("CET-1CEST,M3.5.0,M10.5.0/3") else {
+        return;
+    };
+    let mut counters = book::Counters::default();
+    counters[crate::readings::Flow::Production] = Some(5_000.0);
+    counters[crate::readings::Flow::Net] = Some(-5.0);
+    let Ok(mut l) = book::Ledger::start(&zone, 1_768_478_400_000, counters) else {
+        return;
+    };
+    let refs: Vec<_> = crate::readings::Flow::ALL
+        .into_iter()
+        .map(|f| (f, Some(value), Some(value)))
+        .collect();
+    let _ = l.import(&refs);
+    let _ = l.daily_fields();
+    let _ = l.totals(true);
+}
+
+/// `TZ` (a POSIX string, or an IANA name read under the zoneinfo folders) → a zone → days,
+/// day starts and wall-clock times across a century.
+pub fn time_zone(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(zone) = Zone::parse(text) else {
+        return;
+    };
+    // 2024 to 2124, in steps of about 89 days, and the instants around each day's start.
+    for t in (1_704_067_200..4_859_827_200).step_by(7_700_000) {
+        let day = zone.day(t);
+        let start = zone.day_start(day);
+        let _ = (zone.minute_of_day(t), zone.clock(t), zone.day(start - 1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// A fuzz target's body.
     type Target = fn(&[u8]);
 
     /// Every fuzz target with its function.
-    const TARGETS: [(&str, Target); 8] = [
+    const TARGETS: [(&str, Target); 11] = [
+        ("cloud_answer", super::cloud_answer),
         ("command", super::command),
         ("config_file", super::config_file),
         ("envoy_json", super::envoy_json),
@@ -150,7 +202,9 @@ mod tests {
         ("jwt", super::jwt),
         ("ledger_state", super::ledger_state),
         ("mqtt_input", super::mqtt_input),
+        ("references", super::references),
         ("tariff", super::tariff),
+        ("time_zone", super::time_zone),
     ];
 
     #[test]
@@ -168,7 +222,7 @@ mod tests {
                 }
             }
         }
-        // 18 seeds today, in every target's folder.
-        assert!(ran >= 18, "{ran} seeds");
+        // 27 seeds today, in every target's folder.
+        assert!(ran >= 27, "{ran} seeds");
     }
 }

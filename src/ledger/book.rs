@@ -279,8 +279,8 @@ impl Ledger {
             notes.push(Note::Gap {
                 days: day - self.today.date.days(),
             });
+            // The counters are the ones just read; the batteries' integrated counters go on.
             *self = Ledger {
-                counters: self.counters,
                 integrated: self.integrated,
                 ..Ledger::start(zone, at, self.counters).expect("clock checked above")
             };
@@ -581,3 +581,7 @@ pub fn parse(text: &str) -> Result<Ledger, String> {
 #[cfg(test)]
 #[path = "book_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "book_bounds_tests.rs"]
+mod bounds_tests;

@@ -84,6 +84,35 @@ fn the_retained_ledger_and_the_originals_references_are_taken() {
     assert_eq!(today(&b), Some(1200.0));
 }
 
+#[test]
+fn a_midnight_reference_is_taken_only_when_it_is_a_number_of_today() {
+    // The counter reads 5,000 Wh at noon on 2026-01-15.
+    #[rustfmt::skip]
+    let cases: [(&str, Option<f64>); 9] = [
+        ("3800", Some(1200.0)),
+        (" 3800.5 ", Some(1199.5)),
+        (r#"{"value":3800,"date":"2026-01-15"}"#, Some(1200.0)),
+        // Of another day, not a number, not finite, garbage: today counts from now.
+        (r#"{"value":3800,"date":"2026-01-14"}"#, Some(0.0)),
+        ("abc", Some(0.0)),
+        ("NaN", Some(0.0)),
+        ("inf", Some(0.0)),
+        (r#"{"value":"3800"}"#, Some(0.0)),
+        ("\u{0}\u{ff}3800", Some(0.0)),
+    ];
+    let (_, p) = store("store-00h");
+    for (payload, want) in cases {
+        let (mut a, _) = store("store-00h");
+        let reference = (
+            "envoy/1/data/prod_eim_whLifetime_00h".to_string(),
+            payload.as_bytes().to_vec(),
+        );
+        a.adopt(&p, Some(vec![reference]));
+        a.update(&p, noon(), &production(5000.0));
+        assert_eq!(today(&a), want, "{payload:?}");
+    }
+}
+
 fn value(a: &Store, flow: Flow, measure: Measure) -> Option<f64> {
     let f = a.fields();
     f.iter().find(|f| f.is(flow, measure)).map(|f| f.value)

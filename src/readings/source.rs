@@ -86,6 +86,23 @@ pub fn without_ct(info: &Info, meters: &[Meter], v1: Option<&V1>) -> Source {
 mod tests {
     use super::*;
 
+    #[test]
+    fn each_source_names_its_endpoint() {
+        for (source, want) in [
+            (Source::Ct, "the production CT (/ivp/meters/readings)"),
+            (
+                Source::V1,
+                "the microinverters' totals (/api/v1/production)",
+            ),
+            (
+                Source::Inverters,
+                "the microinverters (/production.json, inverters section)",
+            ),
+        ] {
+            assert_eq!(source.describe(), want);
+        }
+    }
+
     fn info(firmware: &str, metered: bool) -> Info {
         Info {
             serial: "1".into(),

@@ -206,4 +206,46 @@ mod tests {
             (T + DAY + 2 * m, Some(Jump::Taken(DAY - m)))
         );
     }
+
+    #[test]
+    fn jumps_on_and_beside_their_bounds() {
+        let m = 60 * S;
+        // A step of exactly two minutes is followed; a millisecond more is a jump.
+        let (times, jumps) = run(&[(T, 0), (T + m + 120 * S, m)], 0);
+        assert_eq!((times[1], jumps.len()), (T + m + 120 * S, 0));
+        let (times, jumps) = run(&[(T, 0), (T + m + 120 * S + 1, m)], 0);
+        assert_eq!((times[1], jumps), (T + m, vec![Jump::Held(120 * S + 1)]));
+        // In normal running the ledger's latest time is the last reading: a jump forward
+        // from it is held, not taken as a stale boot clock.
+        let (times, jumps) = run(&[(T, 0), (T + DAY, m)], T);
+        assert_eq!((times[1], jumps), (T + m, vec![Jump::Held(DAY - m)]));
+    }
+
+    #[test]
+    fn a_second_jump_while_one_is_held_is_held_from_there() {
+        let m = 60 * S;
+        let mut g = Guard::default();
+        g.time(T, 0, 0, None);
+        assert_eq!(
+            g.time(T + DAY, m, 0, None),
+            (T + m, Some(Jump::Held(DAY - m)))
+        );
+        // Two minutes past the held jump: still the first jump, the wall clock's step followed.
+        assert_eq!(
+            g.time(T + DAY + m + 120 * S, 2 * m, 0, None).0,
+            T + 2 * m + 120 * S
+        );
+        // Another day on: held again, time going on by the monotonic clock.
+        assert_eq!(
+            g.time(T + 2 * DAY, 3 * m, 0, None),
+            (
+                T + 3 * m + 120 * S,
+                Some(Jump::Held(2 * DAY - 3 * m - 120 * S))
+            )
+        );
+        assert_eq!(
+            g.time(T + 2 * DAY + m, 4 * m, 0, None).0,
+            T + 4 * m + 120 * S
+        );
+    }
 }
