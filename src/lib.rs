@@ -25,8 +25,9 @@ pub(crate) mod topics;
 
 /// What `main` runs: the command line and settings, the runs, the one error type.
 pub use error::{Error, Result};
+pub use run::app::load;
 pub use run::{check, diagnose, once, service};
-pub use settings::{Config, Sources, cli, load};
+pub use settings::{Config, Sources, cli};
 pub use state_file::read_only;
 
 pub mod fuzz;

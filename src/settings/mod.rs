@@ -2,6 +2,7 @@
 //! value came from, and their validation into the one typed [`Config`] the program runs
 //! on. Parsed once, at start and at each reload; nothing else reads the environment.
 
+pub mod app;
 pub mod cli;
 mod config;
 mod load;
@@ -12,7 +13,7 @@ mod validate;
 
 pub use config::{Config, EnvoyConfig, Format, MqttConfig, Secret, TlsVerify};
 pub use load::load;
-pub use sources::Sources;
+pub use sources::{Origin, Sources};
 
 #[cfg(test)]
 mod tests;

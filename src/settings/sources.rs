@@ -16,6 +16,8 @@ pub enum Origin {
     Flag,
     Env,
     File(String, usize),
+    /// The options of the Home Assistant App, or the broker its Supervisor names.
+    App,
     Default,
 }
 
@@ -25,6 +27,7 @@ impl fmt::Display for Origin {
             Origin::Flag => f.write_str("command line"),
             Origin::Env => f.write_str("environment"),
             Origin::File(path, line) => write!(f, "{path} line {line}"),
+            Origin::App => f.write_str("Home Assistant App"),
             Origin::Default => f.write_str("default"),
         }
     }
@@ -40,11 +43,11 @@ pub struct Sources {
 
 impl Sources {
     /// Sets `name` from `origin` unless a higher source already set it.
-    fn offer(&mut self, setting: &'static Setting, value: String, origin: Origin) {
+    pub(super) fn offer(&mut self, setting: &'static Setting, value: String, origin: Origin) {
         let rank = |o: &Origin| match o {
             Origin::Flag => 3,
             Origin::Env => 2,
-            Origin::File(..) => 1,
+            Origin::File(..) | Origin::App => 1,
             Origin::Default => 0,
         };
         match self.values.get(setting.name) {

@@ -10,6 +10,7 @@ mod sim;
 
 mod support;
 
+mod app;
 mod battery;
 mod discovery;
 mod fault;

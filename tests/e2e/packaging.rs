@@ -315,3 +315,58 @@ fn openwrt_init_script_refuses_values_of_the_wrong_type_and_reads_every_boolean(
         assert!(!dir.path("argv").exists(), "{bad}: an instance was started");
     }
 }
+
+/// A change made to a copy of the App folder.
+type Edit = dyn Fn(&Path);
+
+/// `scripts/ha-app-check` on a copy of the App folder: `Ok` or the problems it printed.
+fn ha_app_check(edit: impl Fn(&Path)) -> Result<String, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy = Tmp::new("ha-app");
+    let ok = Command::new("cp")
+        .arg("-r")
+        .arg(root.join("ha-app/."))
+        .arg(&copy.0)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    edit(&copy.0);
+    let out = Command::new(root.join("scripts/ha-app-check"))
+        .arg(&copy.0)
+        .output()
+        .unwrap();
+    match out.status.success() {
+        true => Ok(text(&out.stdout)),
+        false => Err(text(&out.stderr)),
+    }
+}
+
+#[test]
+fn the_home_assistant_app_keeps_the_supervisors_rules_and_ours() {
+    let ok = ha_app_check(|_| {}).unwrap();
+    assert!(ok.contains("24 options, version 0.1.0: ok"), "{ok}");
+    let replace = |file: &'static str, from: &'static str, to: &'static str| {
+        move |dir: &Path| {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains(from), "{file}: {from}");
+            std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        }
+    };
+    #[rustfmt::skip]
+    let cases: Vec<(Box<Edit>, &str)> = vec![
+        (Box::new(replace("config.yaml", "version: \"0.1.0\"", "version: \"0.2.0\"")), "version 0.2.0 is not the crate's 0.1.0"),
+        (Box::new(replace("config.yaml", "  - amd64\n", "  - amd64\n  - armv7\n")), "arch: aarch64 and amd64 only"),
+        (Box::new(replace("config.yaml", "mqtt_password: password?", "mqtt_password: str?")), "mqtt_password is a password"),
+        (Box::new(replace("config.yaml", "log_level: list(error|warn|info|debug|trace)", "log_level: list(error|warn|info|debug|trace")), "schema: log_level"),
+        (Box::new(replace("config.yaml", "  ha_discovery: bool\n", "  ha_discovery: bool\n  envoy_colour: str?\n")), "'envoy_colour' is not one of envoy2mqtt's settings"),
+        (Box::new(replace("translations/en.yaml", "    name: Log level\n", "")), "'log_level' needs a name and a description"),
+        (Box::new(replace("config.yaml", "startup: services", "startup: application")), "startup: services"),
+        (Box::new(|d: &Path| std::fs::write(d.join("build.yaml"), "build_from: {}\n").unwrap()), "build.yaml is deprecated"),
+        (Box::new(|d: &Path| std::fs::write(d.join("icon.png"), "GIF89a").unwrap()), "icon.png is not a PNG"),
+    ];
+    for (edit, words) in cases {
+        let err = ha_app_check(edit).expect_err(words);
+        assert!(err.contains(words), "{words}: {err}");
+    }
+}
