@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURES ?= tests/fixtures/envoy
 VARIANT ?= 7.6.175_with_cts
 
-.PHONY: help build release test deps lint demo bench soak fuzz mutants pyenphase clean cross cross-check size ipk deb ha-app dist install
+.PHONY: help build release test deps lint demo bench soak fuzz mutants pyenphase clean cross cross-check size ipk deb ha-app oci dist install
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ build: ## debug build
 release: ## size-optimised release build (target/release/envoy2mqtt)
 	$(CARGO) build --release
 
-deps: ## install what the tests need (openssl, mosquitto, mosquitto-clients, libfaketime, tzdata, python3-yaml) when it is missing
+deps: ## install what the tests need (openssl, mosquitto, mosquitto-clients, libfaketime, tzdata, python3-yaml, skopeo, oci-image-tool) when it is missing
 	@missing=""; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -23,6 +23,8 @@ deps: ## install what the tests need (openssl, mosquitto, mosquitto-clients, lib
 	ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing="$$missing libfaketime"; \
 	[ -f /usr/share/zoneinfo/Europe/Paris ] || missing="$$missing tzdata"; \
 	python3 -c 'import yaml' 2>/dev/null || missing="$$missing python3-yaml"; \
+	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	command -v oci-image-tool >/dev/null || missing="$$missing oci-image-tool"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
@@ -101,6 +103,9 @@ deb: ## Debian .deb packages (amd64, arm64, armhf) from the cross binaries (make
 
 ha-app: ## a local Home Assistant App (both architectures' binaries, time zones) in build/ha-app, for /addons
 	scripts/ha-app
+
+oci: ## a reproducible multi-arch OCI image (amd64, arm64, arm/v7) from scratch in build/oci, checked with oci-image-tool and skopeo
+	scripts/oci --check
 
 dist: ## a reproducible release folder: every binary, .ipk and .deb, TOOLCHAIN and SHA256SUMS, in dist/
 	scripts/dist

@@ -370,3 +370,52 @@ fn the_home_assistant_app_keeps_the_supervisors_rules_and_ours() {
         assert!(err.contains(words), "{words}: {err}");
     }
 }
+
+#[test]
+fn the_oci_image_is_valid_and_two_builds_are_the_same_bytes() {
+    // A stand-in binary (the layout is what is checked here; `make oci` takes the static ones).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let standin = Tmp::new("oci-bin");
+    let bin = standin.path("envoy2mqtt");
+    std::fs::write(&bin, b"\x7fELF stand-in for the static binary").unwrap();
+    let build = |out: &Tmp, extra: &[&str]| {
+        let mut cmd = Command::new(root.join("scripts/oci"));
+        for p in ["amd64", "arm64", "arm/v7"] {
+            cmd.arg("--bin").arg(format!("{p}={}", bin.display()));
+        }
+        let out = cmd
+            .arg("--out")
+            .arg(&out.0)
+            .args(extra)
+            .env("SOURCE_DATE_EPOCH", "1764806400")
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+    };
+    let (a, b) = (Tmp::new("oci-a"), Tmp::new("oci-b"));
+    let (ok, said) = build(&a, &["--check"]);
+    assert!(ok, "{said}");
+    for platform in ["linux/amd64", "linux/arm64", "linux/arm/v7"] {
+        assert!(
+            said.contains(&format!("checked {platform}: oci-image-tool and skopeo")),
+            "{said}"
+        );
+    }
+    let (ok, said) = build(&b, &[]);
+    assert!(ok, "{said}");
+    let archive = |t: &Tmp| std::fs::read(t.path("envoy2mqtt-0.1.0.oci.tar")).unwrap();
+    assert!(archive(&a) == archive(&b), "two builds, two archives");
+    // A damaged blob is found.
+    let blobs = a.path("envoy2mqtt-0.1.0/blobs/sha256");
+    let blob = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .max_by_key(|f| f.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let (ok, said) = build(&a, &["--check-only"]);
+    assert!(!ok && said.contains("oci: check failed"), "{said}");
+}
