@@ -85,7 +85,7 @@ mutants: ## mutation testing of the pure core (cargo-mutants, unit tests; slow, 
 fuzz: ## every fuzz target for 10 million executions (FUZZ_RUNS to change); nightly
 	scripts/fuzz
 
-cross: ## static musl binaries for x86_64, aarch64, armv7, ARMv6, MIPS (both byte orders) in build/cross (zig, no Docker)
+cross: ## static musl binaries for x86_64, aarch64, armv7, ARMv6, MIPS (both byte orders), riscv64 in build/cross (zig, no Docker)
 	scripts/cross
 
 cross-check: ## run each cross binary under qemu-user through the --once smoke test (minutes)
