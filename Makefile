@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURES ?= tests/fixtures/envoy
 VARIANT ?= 7.6.175_with_cts
 
-.PHONY: help build release test deps lint demo bench soak fuzz mutants pyenphase clean cross cross-check size ipk deb ha-app oci dist install
+.PHONY: help build release test deps lint demo bench soak fuzz mutants pyenphase clean cross cross-check size ipk apk deb ha-app oci dist install
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -106,6 +106,10 @@ ha-app: ## a local Home Assistant App (both architectures' binaries, time zones)
 
 oci: ## a reproducible multi-arch OCI image (amd64, arm64, arm/v7) from scratch in build/oci, checked with oci-image-tool and skopeo
 	scripts/oci --check
+
+apk: ## OpenWrt 25.12 apk v3 packages and a signed feed index per architecture (APK_TOOLS_SRC: the apk-tools source archive, unless apk 3 is on PATH; APK_SIGN_KEY: the feed's key), in build/packages/apk
+	[ -x build/cross/envoy2mqtt-x86_64-unknown-linux-musl ] || $(MAKE) cross
+	scripts/package apk
 
 dist: ## a reproducible release folder: every binary, .ipk and .deb, TOOLCHAIN and SHA256SUMS, in dist/
 	scripts/dist

@@ -419,3 +419,133 @@ fn the_oci_image_is_valid_and_two_builds_are_the_same_bytes() {
     let (ok, said) = build(&a, &["--check-only"]);
     assert!(!ok && said.contains("oci: check failed"), "{said}");
 }
+
+/// `scripts/package apk` for x86_64 into `out`, from a stand-in binary, as release `release`.
+fn apk_packages(out: &Tmp, bin: &Path, release: &str) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Command::new(root.join("scripts/package"))
+        .arg("apk")
+        .env("PACKAGE_BINARY", bin)
+        .env("PACKAGE_OUT", &out.0)
+        .env("APK_ARCHS", "x86_64")
+        .env("APK_RELEASE", release)
+        .env("SOURCE_DATE_EPOCH", "1764806400")
+        .output()
+        .unwrap()
+}
+
+/// apk-tools 3, as `scripts/apk-tools` finds or builds it (APK_TOOLS_SRC: the source archive).
+fn apk_tools() -> Result<String, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/apk-tools"))
+        .output()
+        .unwrap();
+    match out.status.success() {
+        true => Ok(text(&out.stdout).trim().to_string()),
+        false => Err(text(&out.stderr)),
+    }
+}
+
+#[test]
+fn openwrt_apk_packages_install_from_a_signed_feed_and_keep_an_edited_config() {
+    let apk = match apk_tools() {
+        Ok(apk) => apk,
+        Err(said) => {
+            // No apk-tools 3 and no source archive: the one thing to check is that the
+            // builder is told what to give (CI gives APK_TOOLS_SRC: .ci/run).
+            assert!(said.contains("set APK_TOOLS_SRC"), "{said}");
+            println!("apk packages not checked: {said}");
+            return;
+        }
+    };
+    let standin = Tmp::new("apk-bin");
+    let bin = standin.path("envoy2mqtt");
+    std::fs::write(&bin, b"#!/bin/sh\necho envoy2mqtt stand-in\n").unwrap();
+    let feed = Tmp::new("apk-feed");
+    let made = apk_packages(&feed, &bin, "r1");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let pkg = feed.path("apk/x86_64/envoy2mqtt-0.1.0-r1.apk");
+    let index = feed.path("apk/x86_64/packages.adb");
+    // The package's metadata, its files in OpenWrt's layout, its scripts; deflate, not zstd.
+    let dump = |f: &Path| {
+        let out = Command::new(&apk).arg("adbdump").arg(f).output().unwrap();
+        text(&out.stdout)
+    };
+    let meta = dump(&pkg);
+    for words in [
+        "name: envoy2mqtt",
+        "version: 0.1.0-r1",
+        "arch: x86_64",
+        "license: MIT",
+        "name: lib/apk/packages",
+        "name: envoy2mqtt.conffiles_static",
+        "name: envoy2mqtt.list",
+        "name: lib/upgrade/keep.d",
+        "post-install: |",
+        "pre-deinstall: |",
+        "default_postinst",
+        "default_prerm",
+    ] {
+        assert!(meta.contains(words), "{words}: {meta}");
+    }
+    assert_eq!(&std::fs::read(&pkg).unwrap()[..4], b"ADBd", "deflate");
+    assert!(dump(&index).contains("name: envoy2mqtt"));
+    let apk_in = |root: &Tmp, args: &[&str]| {
+        let out = Command::new(&apk)
+            .arg("--root")
+            .arg(&root.0)
+            .args(["--arch", "x86_64", "--no-scripts", "--no-cache"])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+    };
+    // From the signed feed: refused without its key, taken with it.
+    let fake = Tmp::new("apk-root");
+    let repo = ["--repository", index.to_str().unwrap()];
+    let (ok, said) = apk_in(
+        &fake,
+        &[&["--initdb"][..], &repo, &["add", "envoy2mqtt"]].concat(),
+    );
+    assert!(
+        !ok,
+        "installed from a feed signed by an unknown key: {said}"
+    );
+    std::fs::create_dir_all(fake.path("etc/apk/keys")).unwrap();
+    std::fs::copy(
+        feed.path("apk/throwaway-key.pub"),
+        fake.path("etc/apk/keys/envoy2mqtt.pub"),
+    )
+    .unwrap();
+    let (ok, said) = apk_in(
+        &fake,
+        &[&["--initdb"][..], &repo, &["add", "envoy2mqtt"]].concat(),
+    );
+    assert!(ok, "{said}");
+    for file in [
+        "usr/bin/envoy2mqtt",
+        "etc/init.d/envoy2mqtt",
+        "lib/apk/packages/envoy2mqtt.list",
+        "lib/upgrade/keep.d/envoy2mqtt",
+    ] {
+        assert!(fake.path(file).is_file(), "{file}");
+    }
+    let list = std::fs::read_to_string(fake.path("lib/apk/packages/envoy2mqtt.list")).unwrap();
+    assert!(list.contains("/usr/bin/envoy2mqtt\n") && list.contains("/etc/config/envoy2mqtt\n"));
+    let keep = std::fs::read_to_string(fake.path("lib/upgrade/keep.d/envoy2mqtt")).unwrap();
+    assert_eq!(keep, "/etc/envoy2mqtt/\n");
+    // An edited /etc/config/envoy2mqtt survives an upgrade (the new one beside it) and removal.
+    let config = fake.path("etc/config/envoy2mqtt");
+    let edited = std::fs::read_to_string(&config).unwrap() + "\toption enabled '1'\n";
+    std::fs::write(&config, &edited).unwrap();
+    let newer = Tmp::new("apk-feed-r2");
+    assert!(apk_packages(&newer, &bin, "r2").status.success());
+    let r2 = newer.path("apk/x86_64/envoy2mqtt-0.1.0-r2.apk");
+    let (ok, said) = apk_in(&fake, &["--allow-untrusted", "add", r2.to_str().unwrap()]);
+    assert!(ok && said.contains("0.1.0-r2"), "{said}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+    let (ok, said) = apk_in(&fake, &["del", "envoy2mqtt"]);
+    assert!(ok, "{said}");
+    assert!(!fake.path("usr/bin/envoy2mqtt").exists());
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+}
