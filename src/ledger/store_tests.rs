@@ -5,6 +5,10 @@ use std::time::UNIX_EPOCH;
 
 /// A store over an empty folder, read-only (nothing is written), at `TZ=UTC0`.
 fn store(name: &str) -> (Store, Composer) {
+    store_in(name, true)
+}
+
+fn store_in(name: &str, read_only: bool) -> (Store, Composer) {
     let dir = std::env::temp_dir().join(format!("envoy2mqtt-{name}-{}", std::process::id()));
     let mut sources = Sources::default();
     sources.environment(|k| match k {
@@ -19,7 +23,7 @@ fn store(name: &str) -> (Store, Composer) {
         format: Format::Simple,
         retain: true,
     };
-    (Store::open(&config, true).unwrap(), p)
+    (Store::open(&config, read_only).unwrap(), p)
 }
 
 fn production(wh: f64) -> Vec<Field> {
@@ -228,4 +232,64 @@ fn the_newer_of_the_state_file_and_the_retained_ledger_wins_either_way() {
     );
     assert_eq!(today(&c), Some(700.0));
     std::fs::remove_dir_all(c.path.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn the_state_file_is_written_when_the_ledger_changed_and_again_after_a_failure() {
+    let dir = std::env::temp_dir().join(format!("envoy2mqtt-store-save-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut a, p) = store_in("store-save", false);
+    assert_eq!(a.last_poll_ms(), 0, "no ledger yet");
+    a.save(true).unwrap();
+    assert!(
+        !dir.join("ledger.json").exists(),
+        "nothing to write without a ledger"
+    );
+    a.adopt(&p, Some(Vec::new()));
+    a.update(&p, noon(), &production(5000.0));
+    assert_eq!(a.last_poll_ms(), 1_768_478_400_000);
+    a.save(false).unwrap();
+    let written = std::fs::read_to_string(dir.join("ledger.json")).unwrap();
+    assert!(written.contains("\"version\":2"), "{written}");
+    assert_eq!(a.problem(), None);
+    // Unchanged: not written again (the file's own removal is not noticed).
+    std::fs::remove_file(dir.join("ledger.json")).unwrap();
+    a.save(false).unwrap();
+    assert!(!dir.join("ledger.json").exists());
+    // STATE_DIR gone (a file in its place): the ledger goes on, the problem is said...
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, "not a folder").unwrap();
+    a.update(&p, noon() + Duration::from_secs(60), &production(5100.0));
+    a.save(true).unwrap();
+    let problem = a.problem().expect("a problem to report").to_string();
+    assert!(problem.contains("the ledger goes on"), "{problem}");
+    assert_eq!(today(&a), Some(100.0));
+    // ...and once it can be written, it is at the next save, changed since or not.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    a.save(false).unwrap();
+    assert_eq!(a.problem(), None);
+    assert!(dir.join("ledger.json").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn derived_counters_held_in_the_published_fields_in_wh_and_kwh() {
+    let (mut a, p) = store("store-hold");
+    a.adopt(&p, Some(Vec::new()));
+    let net_ct = |house: f64| {
+        vec![
+            Field::new(Flow::Production, Measure::Lifetime, 1000.0),
+            Field::new(Flow::Import, Measure::Lifetime, 2500.0),
+            Field::new(Flow::Export, Measure::Lifetime, 500.0),
+            Field::new(Flow::Consumption, Measure::Lifetime, house),
+            Field::new(Flow::Consumption, Measure::LifetimeKwh, house / 1000.0),
+        ]
+    };
+    a.update(&p, noon(), &net_ct(3000.0));
+    let mut stepped_back = net_ct(2994.0);
+    a.hold(&mut stepped_back);
+    assert_eq!(stepped_back[3].value, 3000.0);
+    assert_eq!(stepped_back[4].value, 3.0);
 }

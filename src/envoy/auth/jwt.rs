@@ -59,8 +59,19 @@ pub fn claims(payload: &[u8]) -> Result<Claims, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An unsigned token that ends at `exp`, for tests.
+    pub fn token_until(exp: i64) -> String {
+        let payload =
+            format!(r#"{{"exp":{exp},"enphaseUser":"owner","username":"o@example.com"}}"#);
+        format!(
+            "{}.{}.c2ln",
+            encode(b"{\"alg\":\"ES256\"}"),
+            encode(payload.as_bytes())
+        )
+    }
 
     /// Encodes like a JWT part, for tests.
     fn encode(bytes: &[u8]) -> String {

@@ -83,7 +83,11 @@ impl Keeper {
     /// The token to use now: the setting, else the cache, else the cloud. A cached token
     /// within 30 days of its end is renewed when the cloud allows it.
     pub fn current(&self) -> Result<Token> {
-        let now = now();
+        self.current_at(now())
+    }
+
+    /// [`Keeper::current`] at `now` (Unix seconds).
+    fn current_at(&self, now: i64) -> Result<Token> {
         if let Some(jwt) = &self.cfg.token {
             let claims = jwt::decode(jwt.expose()).map_err(|e| {
                 Error::Token(format!(
@@ -252,18 +256,24 @@ mod tests {
     use crate::settings::TlsVerify;
 
     fn keeper(dir: &Path, username: Option<&str>) -> Keeper {
+        keeper_with(dir, username, None)
+    }
+
+    /// A keeper whose cloud is a closed port on loopback: a login is tried (and stamped in
+    /// `STATE_DIR`) and fails at once.
+    fn keeper_with(dir: &Path, username: Option<&str>, pasted: Option<String>) -> Keeper {
         let cfg = EnvoyConfig {
             url: "https://127.0.0.1".into(),
             scope: None,
             timeout: std::time::Duration::from_secs(10),
             serial: None,
-            token: None,
+            token: pasted.map(Secret::new),
             username: username.map(str::to_string),
             password: username.map(|_| Secret::new("pw")),
             tls_verify: TlsVerify::Warn,
             cert_sha256: None,
-            login_url: String::new(),
-            token_url: String::new(),
+            login_url: "https://127.0.0.1:1".into(),
+            token_url: "https://127.0.0.1:1".into(),
             cloud_ca: None,
         };
         Keeper::new(&cfg, dir, "1")
@@ -336,5 +346,98 @@ mod tests {
             "ten minutes later"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn folder(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("envoy2mqtt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_pasted_token_is_used_until_its_last_second() {
+        let dir = folder("token-pasted");
+        let now = 1_800_000_000;
+        let k = |exp: i64| keeper_with(&dir, None, Some(jwt::tests::token_until(exp)));
+        let t = k(now + 1).current_at(now).unwrap();
+        assert_eq!((t.obtained, t.claims.exp), (Obtained::Setting, now + 1));
+        let e = k(now).current_at(now).unwrap_err().to_string();
+        assert!(e.contains("ENVOY_TOKEN expired on 2027-01-15"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cached_token_is_renewed_within_30_days_of_its_end_and_kept_if_that_fails() {
+        let now = 1_800_000_000;
+        let day = 86_400;
+        // (days left, login tried, token kept)
+        for (left, tried, kept) in [
+            (30 * day, false, true),
+            (30 * day - 1, true, true),
+            (1, true, true),
+            (0, true, false),
+        ] {
+            let dir = folder("token-cached");
+            state_file::write(
+                &dir.join(FILE),
+                jwt::tests::token_until(now + left).as_bytes(),
+            )
+            .unwrap();
+            let got = keeper(&dir, Some("owner@example.com")).current_at(now);
+            assert_eq!(dir.join(ATTEMPT_FILE).exists(), tried, "{left} s left");
+            match got {
+                Ok(t) => {
+                    assert!(kept, "{left} s left");
+                    assert_eq!((t.obtained, t.claims.exp), (Obtained::Cache, now + left));
+                }
+                Err(e) => assert!(!kept, "{left} s left: {e}"),
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_refused_token_is_replaced_only_with_an_account_and_when_the_cloud_may_be_asked() {
+        let dir = folder("token-renew");
+        let (pasted, cached) = (token(Obtained::Setting, 1), token(Obtained::Cache, 1));
+        let (alone, with_account) = (keeper(&dir, None), keeper(&dir, Some("o@example.com")));
+        assert!(!alone.can_renew(&pasted));
+        assert!(with_account.can_renew(&pasted));
+        assert!(alone.can_renew(&cached) && with_account.can_renew(&cached));
+        let e = alone.renew(&pasted).unwrap_err().to_string();
+        assert!(e.contains("the Envoy refuses ENVOY_TOKEN"), "{e}");
+        let e = alone.renew(&cached).unwrap_err().to_string();
+        assert!(e.contains("no valid token: set ENVOY_TOKEN"), "{e}");
+        // During a raw tick the cloud is not asked (and no login is stamped).
+        let mut quiet = keeper(&dir, Some("o@example.com"));
+        quiet.cloud_allowed = false;
+        let e = quiet.renew(&cached).unwrap_err().to_string();
+        assert!(e.contains("asked for at the next data poll"), "{e}");
+        assert!(!dir.join(ATTEMPT_FILE).exists());
+        assert!(
+            with_account.renew(&cached).is_err(),
+            "the cloud is a closed port"
+        );
+        assert!(dir.join(ATTEMPT_FILE).exists(), "the login was tried");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn renewal_is_due_below_30_days_not_at_them() {
+        let dir = folder("token-due");
+        let now = 1_800_000_000;
+        let k = keeper(&dir, Some("o@example.com"));
+        assert!(!k.due(&token(Obtained::Cache, now + RENEW_BEFORE), now));
+        assert!(k.due(&token(Obtained::Cache, now + RENEW_BEFORE - 1), now));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_clock_and_dates_of_tokens() {
+        // The wall clock, after 2024 (not 0, 1 or -1).
+        assert!(now() > 1_704_067_200);
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(1_800_000_000), "2027-01-15");
     }
 }
