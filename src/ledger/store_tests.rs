@@ -293,3 +293,66 @@ fn derived_counters_held_in_the_published_fields_in_wh_and_kwh() {
     assert_eq!(stepped_back[3].value, 3000.0);
     assert_eq!(stepped_back[4].value, 3.0);
 }
+
+#[test]
+fn the_grid_import_power_is_the_net_power_when_positive() {
+    let net = |w: f64| vec![Field::new(Flow::Net, Measure::Power, w)];
+    assert_eq!(import_power(&net(1200.0)), Some(1200.0));
+    assert_eq!(import_power(&net(-300.0)), Some(0.0));
+    assert_eq!(import_power(&production(5.0)), None);
+    // A data poll's import power is the day's peak so far.
+    let (mut a, p) = store("store-peak");
+    a.adopt(&p, Some(Vec::new()));
+    let mut fields = production(5000.0);
+    a.update(&p, noon(), &fields);
+    fields.extend(net(4200.0));
+    a.update(&p, noon() + Duration::from_secs(60), &fields);
+    assert_eq!(value(&a, Flow::Import, Measure::Peak), Some(4200.0));
+}
+
+#[test]
+fn yesterday_is_taken_from_the_originals_topic_when_dated_yesterday() {
+    let (_, p) = store("store-yesterday");
+    for (date, want) in [
+        ("2026-01-14", Some(500.0)),
+        ("2026-01-16", None),
+        ("2026-01-15", None),
+    ] {
+        let (mut a, _) = store("store-yesterday");
+        let refs = vec![
+            (
+                "envoy/1/data/prod_eim_whLifetime_00h".to_string(),
+                b"3800".to_vec(),
+            ),
+            (
+                "envoy/1/data/prod_eim_yesterday".to_string(),
+                format!(r#"{{"value":500,"date":"{date}"}}"#).into_bytes(),
+            ),
+        ];
+        a.adopt(&p, Some(refs));
+        a.update(&p, noon(), &production(5000.0));
+        assert_eq!(
+            value(&a, Flow::Production, Measure::Yesterday),
+            want,
+            "{date}"
+        );
+    }
+}
+
+#[test]
+fn a_retained_ledger_that_counted_more_than_the_counters_is_refused() {
+    let (_, p) = store("store-forged");
+    let zone = Zone::parse("UTC0").unwrap();
+    let mut counters = book::Counters::default();
+    counters[Flow::Production] = Some(5000.0);
+    let mut forged = Ledger::start(&zone, 1_768_478_400_000 - 60_000, counters).unwrap();
+    forged.today.energy[Flow::Production] = 9e9;
+    let retained = vec![(
+        "envoy/1/ledger".to_string(),
+        book::text(&forged).into_bytes(),
+    )];
+    let (mut a, _) = store("store-forged");
+    a.adopt(&p, Some(retained));
+    a.update(&p, noon(), &production(5000.0));
+    assert_eq!(today(&a), Some(0.0), "a fresh start, not 9e9 Wh");
+}
