@@ -492,3 +492,47 @@ fn the_days_peak_import_comes_from_the_raw_ticks_between_data_polls() {
     );
     assert_eq!(peaks(&d).last(), Some(&4321.0));
 }
+
+#[test]
+fn a_running_service_crosses_a_month_end_inside_the_year() {
+    // 2026-10-31 23:00 to 2026-11-01 01:00 CET (22:00 to 00:00 UTC: 400 W of grid import,
+    // no sun), a reading every 10 simulated minutes.
+    let midnight = MIDNIGHT_26 + 6 * 86_400; // 2026-11-01 00:00 CET
+    let (start, step, until) = (midnight - 3600, 600, midnight + 3600);
+    let c = clocked(
+        start,
+        step,
+        until,
+        &[
+            ("RAW_DATA_INTERVAL_SECONDS", "0"),
+            ("DATA_INTERVAL_SECONDS", "150ms"),
+            ("HA_DISCOVERY", "false"),
+            ("MQTT_FORMAT", "json"),
+            ("TZ", "Europe/Paris"),
+        ],
+    );
+    let d = Daemon::start(&pairs(&c.env), &[]);
+    run_to_the_end(&d, &c.e, until);
+    let got = retained_values(&c.broker);
+    let kwh = |topic: &str| got[topic]["value"].as_f64().unwrap();
+    let (today, counted) = (energy(midnight, until)[2], energy(start + step, until)[2]);
+    assert!(
+        today > 300.0 && counted > today + 300.0,
+        "the curve: {today} {counted}"
+    );
+    // November's month holds November only; the year goes on from October.
+    for (topic, want) in [
+        ("import/daily", today),
+        ("import/month", today),
+        ("import/year", counted),
+    ] {
+        assert!(
+            (kwh(topic) - want / 1000.0).abs() < 0.002,
+            "{topic}: {} kWh, not {}",
+            kwh(topic),
+            want / 1000.0
+        );
+    }
+    let log = d.stderr();
+    assert_eq!(log.matches("new day 2026-11-01").count(), 1, "{log}");
+}
