@@ -71,24 +71,35 @@ pub fn import_power(fields: &[Field]) -> Option<f64> {
         .map(|f| f.value.max(0.0))
 }
 
-/// Says `notes`; a clock still behind the ledger's last poll is said once, not at every
-/// poll (`told_back`: it was said and the clock has not caught up since).
+/// Says `notes`.
 fn log(notes: &[Note], told_back: &mut bool) {
+    for (level, line) in lines(notes, told_back) {
+        log::log!(level, "{line}");
+    }
+}
+
+/// What the log says of `notes`, at which level; a clock still behind the ledger's last
+/// poll is a warning once, not at every poll (`told_back`: it was said and the clock has
+/// not caught up since).
+fn lines(notes: &[Note], told_back: &mut bool) -> Vec<(log::Level, String)> {
     if !notes.iter().any(|n| matches!(n, Note::ClockBack { .. })) {
         *told_back = false;
     }
+    let mut out = Vec::new();
     for n in notes {
-        match n {
-            Note::NewDay(_) => log::info!("ledger: {n}"),
-            Note::Zero { .. } => log::debug!("ledger: {n}"),
-            Note::ClockBack { .. } if *told_back => log::debug!("ledger: {n}"),
+        let level = match n {
+            Note::NewDay(_) => log::Level::Info,
+            Note::Zero { .. } => log::Level::Debug,
+            Note::ClockBack { .. } if *told_back => log::Level::Debug,
             Note::ClockBack { .. } => {
-                log::warn!("ledger: {n}");
                 *told_back = true;
+                log::Level::Warn
             }
-            _ => log::warn!("ledger: {n}"),
-        }
+            _ => log::Level::Warn,
+        };
+        out.push((level, format!("ledger: {n}")));
     }
+    out
 }
 
 impl Store {

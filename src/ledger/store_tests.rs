@@ -152,6 +152,11 @@ fn battery_counters_integrated_without_a_storage_ct_go_on_after_a_restart() {
     };
     assert_eq!(lifetime(Flow::BatteryDischarged), Some(105.0));
     assert_eq!(lifetime(Flow::BatteryCharged), Some(110.0));
+    let kwh = fields
+        .iter()
+        .find(|f| f.is(Flow::BatteryCharged, Measure::LifetimeKwh))
+        .map(|f| f.value);
+    assert_eq!(kwh, Some(0.11));
     // A storage CT's counters are never overwritten.
     let mut ct = vec![Field::new(Flow::BatteryCharged, Measure::Lifetime, 7.0)];
     a.integrated(&mut ct);
@@ -355,4 +360,69 @@ fn a_retained_ledger_that_counted_more_than_the_counters_is_refused() {
     a.adopt(&p, Some(retained));
     a.update(&p, noon(), &production(5000.0));
     assert_eq!(today(&a), Some(0.0), "a fresh start, not 9e9 Wh");
+}
+
+#[test]
+fn a_battery_power_that_is_not_a_number_starts_no_counter() {
+    let (mut a, p) = store("store-battery-nan");
+    a.adopt(&p, Some(Vec::new()));
+    a.update(&p, noon(), &production(5000.0));
+    a.battery(
+        noon(),
+        &[Field::new(Subject::Battery, Measure::Power, f64::NAN)],
+    );
+    let mut fields = Vec::new();
+    a.integrated(&mut fields);
+    assert!(fields.is_empty(), "{fields:?}");
+}
+
+#[test]
+fn the_ledgers_notes_in_the_log_a_clock_behind_said_once() {
+    use log::Level::{Debug, Info, Warn};
+    let day = crate::time::zone::Date::parse("2026-01-15").unwrap();
+    let back = Note::ClockBack { seconds: 5 };
+    let mut told = false;
+    let said = |notes: &[Note], told: &mut bool| -> Vec<log::Level> {
+        lines(notes, told).into_iter().map(|(l, _)| l).collect()
+    };
+    assert_eq!(
+        lines(&[Note::NewDay(day)], &mut told),
+        [(Info, "ledger: new day 2026-01-15".to_string())]
+    );
+    assert_eq!(
+        said(
+            &[Note::Zero {
+                sensor: Flow::Import
+            }],
+            &mut told
+        ),
+        [Debug]
+    );
+    assert_eq!(said(&[Note::Gap { days: 50 }], &mut told), [Warn]);
+    assert_eq!(said(std::slice::from_ref(&back), &mut told), [Warn]);
+    assert_eq!(
+        said(std::slice::from_ref(&back), &mut told),
+        [Debug],
+        "said once"
+    );
+    assert_eq!(said(&[], &mut told), Vec::<log::Level>::new());
+    assert_eq!(
+        said(std::slice::from_ref(&back), &mut told),
+        [Warn],
+        "caught up, then back again"
+    );
+}
+
+#[test]
+fn a_damaged_state_file_is_set_aside_unless_read_only() {
+    let dir = std::env::temp_dir().join(format!("envoy2mqtt-store-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ledger.json"), "{ damaged").unwrap();
+    let (a, _) = store_in("store-bad", true);
+    assert_eq!(a.last_poll_ms(), 0);
+    assert!(dir.join("ledger.json").exists() && !dir.join("ledger.json.bad").exists());
+    let (_, _) = store_in("store-bad", false);
+    assert!(!dir.join("ledger.json").exists() && dir.join("ledger.json.bad").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
