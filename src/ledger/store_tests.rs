@@ -8,7 +8,8 @@ fn store(name: &str) -> (Store, Composer) {
     store_in(name, true)
 }
 
-fn store_in(name: &str, read_only: bool) -> (Store, Composer) {
+/// The settings of a store in the folder `envoy2mqtt-{name}-{pid}`, at `TZ=UTC0`.
+fn config(name: &str) -> Config {
     let dir = std::env::temp_dir().join(format!("envoy2mqtt-{name}-{}", std::process::id()));
     let mut sources = Sources::default();
     sources.environment(|k| match k {
@@ -16,7 +17,11 @@ fn store_in(name: &str, read_only: bool) -> (Store, Composer) {
         "TZ" => Some("UTC0".into()),
         _ => None,
     });
-    let config = sources.validate().unwrap();
+    sources.validate().unwrap()
+}
+
+fn store_in(name: &str, read_only: bool) -> (Store, Composer) {
+    let config = config(name);
     let p = Composer {
         prefix: "envoy".into(),
         serial: "1".into(),
@@ -351,7 +356,8 @@ fn a_retained_ledger_that_counted_more_than_the_counters_is_refused() {
     let mut counters = book::Counters::default();
     counters[Flow::Production] = Some(5000.0);
     let mut forged = Ledger::start(&zone, 1_768_478_400_000 - 60_000, counters).unwrap();
-    forged.today.energy[Flow::Production] = 9e9;
+    // Plausible on its own (a day of 20 kWh), not against the counter: 5 kWh in all.
+    forged.today.energy[Flow::Production] = 20_000.0;
     let retained = vec![(
         "envoy/1/ledger".to_string(),
         book::text(&forged).into_bytes(),
@@ -359,7 +365,7 @@ fn a_retained_ledger_that_counted_more_than_the_counters_is_refused() {
     let (mut a, _) = store("store-forged");
     a.adopt(&p, Some(retained));
     a.update(&p, noon(), &production(5000.0));
-    assert_eq!(today(&a), Some(0.0), "a fresh start, not 9e9 Wh");
+    assert_eq!(today(&a), Some(0.0), "a fresh start, not 20 kWh");
 }
 
 #[test]
@@ -424,5 +430,58 @@ fn a_damaged_state_file_is_set_aside_unless_read_only() {
     assert!(dir.join("ledger.json").exists() && !dir.join("ledger.json.bad").exists());
     let (_, _) = store_in("store-bad", false);
     assert!(!dir.join("ledger.json").exists() && dir.join("ledger.json.bad").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_new_day_asks_for_a_write_and_a_reload_writes_to_the_new_folder() {
+    let (mut a, p) = store_in("store-newday", false);
+    let dirs = [&config("store-newday"), &config("store-newday-2")].map(|c| c.state_dir.clone());
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).unwrap();
+    }
+    a.adopt(&p, Some(Vec::new()));
+    assert!(a.update(&p, noon(), &production(5000.0)), "a first ledger");
+    a.save(false).unwrap();
+    let hour = Duration::from_secs(3600);
+    assert!(
+        !a.update(&p, noon() + hour, &production(5100.0)),
+        "the same day"
+    );
+    assert!(
+        a.update(&p, noon() + hour * 13, &production(5200.0)),
+        "a new day"
+    );
+    // A reload that moves STATE_DIR: the ledger is written there at once.
+    a.configure(&config("store-newday-2")).unwrap();
+    assert!(dirs[1].join("ledger.json").exists());
+    for d in &dirs {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn a_retained_ledger_as_old_as_the_file_loses_to_it() {
+    let dir = config("store-tie").state_dir;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut a, p) = store_in("store-tie", false);
+    a.adopt(&p, Some(Vec::new()));
+    a.update(&p, noon(), &production(5000.0));
+    a.update(&p, noon() + Duration::from_secs(600), &production(5700.0));
+    a.save(true).unwrap();
+    // The retained one: the same poll's time, another day's total.
+    let mut retained =
+        book::parse(&std::fs::read_to_string(dir.join("ledger.json")).unwrap()).unwrap();
+    retained.today.energy[Flow::Production] = 300.0;
+    let (mut b, _) = store_in("store-tie", false);
+    let message = (
+        "envoy/1/ledger".to_string(),
+        book::text(&retained).into_bytes(),
+    );
+    b.adopt(&p, Some(vec![message]));
+    b.update(&p, noon() + Duration::from_secs(1200), &production(5900.0));
+    assert_eq!(today(&b), Some(900.0), "the file's 700 Wh and 200 more");
     std::fs::remove_dir_all(&dir).unwrap();
 }
