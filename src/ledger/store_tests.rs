@@ -485,3 +485,28 @@ fn a_retained_ledger_as_old_as_the_file_loses_to_it() {
     assert_eq!(today(&b), Some(900.0), "the file's 700 Wh and 200 more");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn raw_ticks_feed_the_peak_and_hc_hp_only_with_off_peak_windows() {
+    let (mut a, p) = store("store-ticks");
+    a.adopt(&p, Some(Vec::new()));
+    a.update(&p, noon(), &production(5000.0));
+    let live = crate::readings::Live {
+        watts: [Some(100.0), Some(4500.0), Some(4600.0), None],
+    };
+    a.peak(noon() + Duration::from_secs(1), &live);
+    assert_eq!(value(&a, Flow::Import, Measure::Peak), Some(4500.0));
+    // No OFFPEAK_HOURS: no HC/HP split, in the fields or the messages.
+    let split = a
+        .fields()
+        .into_iter()
+        .any(|f| matches!(f.measure, Measure::Daily(Some(_))));
+    assert!(!split);
+    let messages = a.messages(&p, noon());
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.topic == "envoy/1/production/daily")
+    );
+    assert!(!messages.iter().any(|m| m.topic.ends_with("/hc")));
+}
