@@ -490,7 +490,10 @@ fn a_retained_ledger_as_old_as_the_file_loses_to_it() {
 fn raw_ticks_feed_the_peak_and_hc_hp_only_with_off_peak_windows() {
     let (mut a, p) = store("store-ticks");
     a.adopt(&p, Some(Vec::new()));
-    a.update(&p, noon(), &production(5000.0));
+    // Grid import is one of the flows split in HC/HP where there are windows.
+    let mut fields = production(5000.0);
+    fields.push(Field::new(Flow::Import, Measure::Lifetime, 800.0));
+    a.update(&p, noon(), &fields);
     let live = crate::readings::Live {
         watts: [Some(100.0), Some(4500.0), Some(4600.0), None],
     };
