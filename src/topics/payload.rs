@@ -149,9 +149,21 @@ mod tests {
             (-0.0, "0"),
             (3183.793885, "3183.794"),
             (0.1 + 0.2, "0.3"),
+            // Integers up to 10^15 are written as such; from there on, as floats.
+            (999_999_999_999_999.0, "999999999999999"),
+            (1e15, "1000000000000000.0"),
         ];
         for (v, want) in cases {
-            assert_eq!(number(v).to_string(), want);
+            assert_eq!(number(v).to_string(), want, "{v}");
         }
+    }
+
+    #[test]
+    fn a_detailed_payload() {
+        let slots = [("00:00".to_string(), 0.1234), ("00:30".to_string(), 2.0)];
+        assert_eq!(
+            detailed("2026-01-15", "122238082763", &slots),
+            r#"{"date":"2026-01-15","serial":"122238082763","interval":"30min","unit":"kWh","data":[{"time":"00:00","value":0.123},{"time":"00:30","value":2}]}"#
+        );
     }
 }
