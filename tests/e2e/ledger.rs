@@ -203,26 +203,33 @@ pub fn check_ledger(got: &BTreeMap<String, serde_json::Value>, first: i64, end: 
     assert_eq!(got["production/daily"]["date"], "2026-10-26");
 }
 
+/// The service on the clocked Envoy from `start` to `until` (raw topics off, a data poll
+/// every 150 ms of real time, JSON, `TZ=Europe/Paris`, and `more`): the daemon, for its log,
+/// and the retained payloads at the end.
+fn service_through(
+    start: i64,
+    step: i64,
+    until: i64,
+    more: &[(&'static str, &str)],
+) -> (Daemon, BTreeMap<String, serde_json::Value>) {
+    let settings = [
+        ("RAW_DATA_INTERVAL_SECONDS", "0"),
+        ("DATA_INTERVAL_SECONDS", "150ms"),
+        ("HA_DISCOVERY", "false"),
+        ("MQTT_FORMAT", "json"),
+        ("TZ", "Europe/Paris"),
+    ];
+    let c = clocked(start, step, until, &[&settings[..], more].concat());
+    let d = Daemon::start(&pairs(&c.env), &[]);
+    run_to_the_end(&d, &c.e, until);
+    (d, retained_values(&c.broker))
+}
+
 #[test]
 fn ledger_as_a_service_across_two_midnights_and_a_dst_change() {
     // 2026-10-24 21:03 CEST to 2026-10-26 01:00 CET, a reading every 10 simulated minutes.
     let (start, step, until) = (MIDNIGHT_25 - 10_620, 600, MIDNIGHT_26 + 3600);
-    let c = clocked(
-        start,
-        step,
-        until,
-        &[
-            ("RAW_DATA_INTERVAL_SECONDS", "0"),
-            ("DATA_INTERVAL_SECONDS", "150ms"),
-            ("HA_DISCOVERY", "false"),
-            ("MQTT_FORMAT", "json"),
-            ("TZ", "Europe/Paris"),
-            ("OFFPEAK_HOURS", "22:00-06:00"),
-        ],
-    );
-    let d = Daemon::start(&pairs(&c.env), &[]);
-    run_to_the_end(&d, &c.e, until);
-    let got = retained_values(&c.broker);
+    let (d, got) = service_through(start, step, until, &[("OFFPEAK_HOURS", "22:00-06:00")]);
     check_ledger(&got, start + step, until, 1.0);
     // 00:00 to 01:00 is off-peak: all of today's import is HC.
     let import = &got["import/daily"];
@@ -499,21 +506,7 @@ fn a_running_service_crosses_a_month_end_inside_the_year() {
     // no sun), a reading every 10 simulated minutes.
     let midnight = MIDNIGHT_26 + 6 * 86_400; // 2026-11-01 00:00 CET
     let (start, step, until) = (midnight - 3600, 600, midnight + 3600);
-    let c = clocked(
-        start,
-        step,
-        until,
-        &[
-            ("RAW_DATA_INTERVAL_SECONDS", "0"),
-            ("DATA_INTERVAL_SECONDS", "150ms"),
-            ("HA_DISCOVERY", "false"),
-            ("MQTT_FORMAT", "json"),
-            ("TZ", "Europe/Paris"),
-        ],
-    );
-    let d = Daemon::start(&pairs(&c.env), &[]);
-    run_to_the_end(&d, &c.e, until);
-    let got = retained_values(&c.broker);
+    let (d, got) = service_through(start, step, until, &[]);
     let kwh = |topic: &str| got[topic]["value"].as_f64().unwrap();
     let (today, counted) = (energy(midnight, until)[2], energy(start + step, until)[2]);
     assert!(
